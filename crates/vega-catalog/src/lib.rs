@@ -1,0 +1,184 @@
+//! The catalog: every piece of metadata Vega keeps (connections, assets,
+//! versions and their manifests, jobs, settings, API keys).
+//!
+//! [`Catalog`] is the seam. [`SqlCatalog`] implements it on sqlx's `Any`
+//! driver: the embedded backend is a SQLite file in the data directory
+//! ([`SqlCatalog::open_sqlite`]); PostgreSQL will run the same code and the
+//! same migrations (`migrations/`), which are written in SQL that both
+//! databases accept. Ids are prefixed text (`con_…`), times are
+//! UTC RFC 3339 text with millisecond precision, JSON is stored as text.
+//!
+//! The catalog never calls DuckDB, never touches segment files, knows no HTTP.
+
+mod error;
+pub mod sql;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use vega_core::{
+    ApiKey, Asset, AssetChecks, Connection, Id, Job, JobKind, JobState, Manifest, NewAsset,
+    NewConnection, Role, Version,
+};
+
+pub use error::CatalogError;
+pub use sql::{AppliedMigration, Backend, Migration, SqlCatalog, MIGRATIONS};
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// Changes to a connection; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnectionUpdate {
+    pub name: Option<String>,
+    pub params: Option<serde_json::Value>,
+}
+
+/// Changes to an asset; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AssetUpdate {
+    pub source: Option<serde_json::Value>,
+    pub checks: Option<AssetChecks>,
+}
+
+/// Filters for listing jobs; all are optional and combine with AND.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub asset_id: Option<Id>,
+    pub state: Option<JobState>,
+    /// At most this many, newest first (default 100).
+    pub limit: Option<u32>,
+}
+
+/// Progress of a running job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    Succeeded { result_version: Option<u32> },
+    Failed { error: String },
+    Cancelled { reason: String },
+}
+
+/// The metadata store. Every method is one transaction; methods that change
+/// more than one row (publishing a version) are atomic.
+#[async_trait]
+pub trait Catalog: Send + Sync + std::fmt::Debug {
+    /// A cheap round trip, for readiness and `/health`.
+    async fn ping(&self) -> Result<()>;
+
+    // --- connections -------------------------------------------------------
+
+    /// Fails with `Conflict` when the name is taken.
+    async fn create_connection(&self, new: NewConnection, now: DateTime<Utc>)
+        -> Result<Connection>;
+    async fn get_connection(&self, id: &Id) -> Result<Connection>;
+    async fn get_connection_by_name(&self, name: &str) -> Result<Connection>;
+    /// Ordered by name.
+    async fn list_connections(&self) -> Result<Vec<Connection>>;
+    async fn update_connection(
+        &self,
+        id: &Id,
+        update: ConnectionUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<Connection>;
+    async fn set_connection_enabled(
+        &self,
+        id: &Id,
+        enabled: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Connection>;
+    /// Fails with `Conflict` while assets use the connection.
+    async fn delete_connection(&self, id: &Id) -> Result<()>;
+
+    // --- assets ------------------------------------------------------------
+
+    /// Fails with `Conflict` when `namespace.name` is taken, `NotFound` when
+    /// the connection does not exist.
+    async fn create_asset(&self, new: NewAsset, now: DateTime<Utc>) -> Result<Asset>;
+    async fn get_asset(&self, id: &Id) -> Result<Asset>;
+    async fn get_asset_by_name(&self, namespace: &str, name: &str) -> Result<Asset>;
+    /// Ordered by namespace, then name.
+    async fn list_assets(&self) -> Result<Vec<Asset>>;
+    async fn update_asset(&self, id: &Id, update: AssetUpdate, now: DateTime<Utc>)
+        -> Result<Asset>;
+    /// Deletes the asset, its versions and its jobs' link to it. Segment files
+    /// become orphans, cleaned by storage.
+    async fn delete_asset(&self, id: &Id) -> Result<()>;
+
+    // --- versions ----------------------------------------------------------
+
+    /// In one transaction: records a new version (number = highest + 1) with
+    /// its manifest and makes it the asset's active version.
+    async fn publish_version(
+        &self,
+        asset_id: &Id,
+        manifest: Manifest,
+        job_id: Option<&Id>,
+        now: DateTime<Utc>,
+    ) -> Result<Version>;
+    async fn get_version(&self, asset_id: &Id, number: u32) -> Result<Version>;
+    /// Newest first.
+    async fn list_versions(&self, asset_id: &Id) -> Result<Vec<Version>>;
+    /// Moves the active pointer to an existing version (rollback).
+    async fn set_active_version(
+        &self,
+        asset_id: &Id,
+        number: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Asset>;
+    /// Every asset with an active version, with that version.
+    async fn list_active_versions(&self) -> Result<Vec<(Asset, Version)>>;
+    /// Every segment path referenced by any version of any asset.
+    async fn list_segment_paths(&self) -> Result<Vec<String>>;
+
+    // --- jobs --------------------------------------------------------------
+
+    /// Creates a job in state `running` (attempts = 1, started now). Fails
+    /// with `Conflict` carrying the running job's id when `asset_id` already
+    /// has a pending or running job of the same kind.
+    async fn start_job(
+        &self,
+        kind: JobKind,
+        asset_id: Option<&Id>,
+        params: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<Job>;
+    async fn get_job(&self, id: &Id) -> Result<Job>;
+    async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>>;
+    async fn update_job_progress(&self, id: &Id, progress: JobProgress) -> Result<()>;
+    async fn finish_job(&self, id: &Id, outcome: JobOutcome, now: DateTime<Utc>) -> Result<Job>;
+    /// Marks every pending or running job as failed with `reason` (a crash
+    /// interrupted them); returns them.
+    async fn fail_interrupted_jobs(&self, reason: &str, now: DateTime<Utc>) -> Result<Vec<Job>>;
+    /// Counts of jobs per state, for metrics.
+    async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, u64)>>;
+
+    // --- settings ----------------------------------------------------------
+
+    async fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>>;
+    async fn put_setting(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    // --- API keys ----------------------------------------------------------
+
+    /// Stores a key by the hash of its secret. Fails with `Conflict` when the
+    /// name is taken.
+    async fn create_api_key(
+        &self,
+        name: &str,
+        role: Role,
+        secret_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey>;
+    async fn find_api_key_by_hash(&self, secret_hash: &str) -> Result<Option<ApiKey>>;
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
+    async fn delete_api_key(&self, id: &Id) -> Result<()>;
+}

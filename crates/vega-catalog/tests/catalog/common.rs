@@ -1,0 +1,148 @@
+//! Shared fixtures: a catalog in a temporary directory, fixed times, and
+//! builders for connections, assets and manifests.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use vega_catalog::{Catalog, CatalogError, SqlCatalog};
+use vega_core::{
+    Asset, AssetChecks, Connection, ConnectorKind, Manifest, NewAsset, NewConnection, Segment,
+    SyncMode,
+};
+
+/// A catalog file in a temporary directory that lives as long as this.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub catalog: SqlCatalog,
+}
+
+impl Fixture {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = SqlCatalog::open_sqlite(&dir.path().join("catalog.db"))
+            .await
+            .unwrap();
+        Fixture { dir, catalog }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("catalog.db")
+    }
+
+    /// Closes the catalog and opens the same file again.
+    pub async fn reopen(self) -> Self {
+        self.catalog.close().await;
+        let catalog = SqlCatalog::open_sqlite(&self.path()).await.unwrap();
+        Fixture {
+            dir: self.dir,
+            catalog,
+        }
+    }
+
+    /// A plain sqlx pool on the same file, to look at or tamper with rows.
+    pub async fn raw(&self) -> sqlx::SqlitePool {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(self.path());
+        sqlx::SqlitePool::connect_with(options).await.unwrap()
+    }
+
+    pub async fn connection(&self, name: &str) -> Connection {
+        self.catalog
+            .create_connection(new_connection(name), t(0))
+            .await
+            .unwrap()
+    }
+
+    pub async fn asset(&self, connection: &Connection, namespace: &str, name: &str) -> Asset {
+        self.catalog
+            .create_asset(new_asset(connection, namespace, name), t(1))
+            .await
+            .unwrap()
+    }
+
+    /// A connection `files` with one asset `sales.orders`.
+    pub async fn with_asset(&self) -> Asset {
+        let con = self.connection("files").await;
+        self.asset(&con, "sales", "orders").await
+    }
+}
+
+/// A fixed instant plus `secs` seconds.
+pub fn t(secs: i64) -> DateTime<Utc> {
+    vega_core::clock::from_catalog_time("2026-03-01T12:00:00.000Z").unwrap()
+        + Duration::seconds(secs)
+}
+
+pub fn new_connection(name: &str) -> NewConnection {
+    NewConnection {
+        name: name.to_string(),
+        kind: ConnectorKind::File,
+        params: json!({"root": "/data"}),
+    }
+}
+
+pub fn new_asset(connection: &Connection, namespace: &str, name: &str) -> NewAsset {
+    NewAsset {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        connection_id: connection.id.clone(),
+        sync_mode: SyncMode::Full,
+        source: json!({"path": "orders.csv", "format": "csv"}),
+        checks: AssetChecks { min_rows: Some(1) },
+    }
+}
+
+/// A manifest with `segments` segments whose paths carry `tag`.
+pub fn manifest(tag: &str, segments: usize) -> Manifest {
+    Manifest {
+        schema: json!({
+            "fields": [
+                {"name": "id", "data_type": "Int64", "nullable": false},
+                {"name": "note", "data_type": "Utf8", "nullable": true}
+            ],
+            "metadata": {"source": tag}
+        }),
+        segments: (0..segments)
+            .map(|i| Segment {
+                path: format!("assets/{tag}/part-{i:04}.parquet"),
+                rows: 100 + i as u64,
+                bytes: 4096 * (i as u64 + 1),
+                sha256: format!("{:064x}", i + 1),
+            })
+            .collect(),
+    }
+}
+
+/// Asserts a `NotFound` for `what` whose key contains `key`.
+#[track_caller]
+pub fn assert_not_found<T: std::fmt::Debug>(
+    result: Result<T, CatalogError>,
+    what: &str,
+    key: &str,
+) {
+    match result {
+        Err(CatalogError::NotFound { what: w, key: k }) => {
+            assert_eq!(w, what);
+            assert!(k.contains(key), "key '{k}' should contain '{key}'");
+        }
+        other => panic!("expected NotFound {what} '{key}', got {other:?}"),
+    }
+}
+
+/// Asserts a `Conflict` whose message contains `needle`; returns `existing`.
+#[track_caller]
+pub fn assert_conflict<T: std::fmt::Debug>(
+    result: Result<T, CatalogError>,
+    needle: &str,
+) -> Option<String> {
+    match result {
+        Err(CatalogError::Conflict { message, existing }) => {
+            assert!(
+                message.contains(needle),
+                "message '{message}' should contain '{needle}'"
+            );
+            existing
+        }
+        other => panic!("expected Conflict '{needle}', got {other:?}"),
+    }
+}

@@ -1,0 +1,163 @@
+//! Opening, migrating and reopening catalogs.
+
+use serde_json::json;
+use vega_catalog::{Catalog, CatalogError, SqlCatalog, MIGRATIONS};
+use vega_core::{JobKind, Role};
+
+use crate::common::{manifest, t, Fixture};
+
+#[tokio::test]
+async fn a_new_catalog_records_every_migration() {
+    let f = Fixture::new().await;
+    let applied = f.catalog.applied_migrations().await.unwrap();
+    let versions: Vec<(i64, String)> = applied
+        .iter()
+        .map(|m| (m.version, m.name.clone()))
+        .collect();
+    let expected: Vec<(i64, String)> = MIGRATIONS
+        .iter()
+        .map(|m| (m.version, m.name.to_string()))
+        .collect();
+    assert_eq!(versions, expected);
+}
+
+#[tokio::test]
+async fn reopening_applies_no_migration_twice() {
+    let f = Fixture::new().await;
+    let before = f.catalog.applied_migrations().await.unwrap();
+    let f = f.reopen().await;
+    let f = f.reopen().await;
+    assert_eq!(f.catalog.applied_migrations().await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn data_survives_reopen() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    let v = f
+        .catalog
+        .publish_version(&a.id, manifest("a", 3), None, t(2))
+        .await
+        .unwrap();
+    let job = f
+        .catalog
+        .start_job(JobKind::Sync, Some(&a.id), json!({"mode": "full"}), t(3))
+        .await
+        .unwrap();
+    f.catalog
+        .put_setting("k", json!([1, 2]), t(4))
+        .await
+        .unwrap();
+    let key = f
+        .catalog
+        .create_api_key("ci", Role::Admin, &"ab".repeat(32), t(5))
+        .await
+        .unwrap();
+
+    let f = f.reopen().await;
+    let asset = f.catalog.get_asset(&a.id).await.unwrap();
+    assert_eq!(asset.active_version, Some(1));
+    assert_eq!(f.catalog.get_version(&a.id, 1).await.unwrap(), v);
+    assert_eq!(f.catalog.get_job(&job.id).await.unwrap(), job);
+    assert_eq!(
+        f.catalog.get_setting("k").await.unwrap(),
+        Some(json!([1, 2]))
+    );
+    assert_eq!(
+        f.catalog
+            .find_api_key_by_hash(&"ab".repeat(32))
+            .await
+            .unwrap(),
+        Some(key)
+    );
+}
+
+#[tokio::test]
+async fn opening_creates_missing_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("catalog").join("catalog.db");
+    let catalog = SqlCatalog::open_sqlite(&path).await.unwrap();
+    catalog.ping().await.unwrap();
+    assert!(path.exists());
+}
+
+#[tokio::test]
+async fn a_path_with_url_characters_opens_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("my data #1?&%41.db");
+    let catalog = SqlCatalog::open_sqlite(&path).await.unwrap();
+    catalog.ping().await.unwrap();
+    assert!(path.exists());
+}
+
+#[tokio::test]
+async fn connect_opens_a_sqlite_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.db");
+    let url = format!("sqlite://{}", path.display());
+    let catalog = SqlCatalog::connect(&url).await.unwrap();
+    catalog.ping().await.unwrap();
+    assert!(path.exists());
+}
+
+#[tokio::test]
+async fn connect_opens_an_in_memory_catalog() {
+    let catalog = SqlCatalog::connect("sqlite::memory:").await.unwrap();
+    catalog.put_setting("k", json!(1), t(0)).await.unwrap();
+    assert_eq!(catalog.get_setting("k").await.unwrap(), Some(json!(1)));
+}
+
+#[tokio::test]
+async fn connect_refuses_postgres_for_now() {
+    let err = SqlCatalog::connect("postgres://vega@db/vega")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("PostgreSQL catalog is not supported yet"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn connect_refuses_an_unknown_scheme() {
+    let err = SqlCatalog::connect("mysql://db/vega").await.unwrap_err();
+    assert!(err.to_string().contains("'mysql'"), "{err}");
+}
+
+#[tokio::test]
+async fn a_migration_recorded_under_another_name_is_refused() {
+    let f = Fixture::new().await;
+    let raw = f.raw().await;
+    sqlx::query("UPDATE schema_migrations SET name = 'edited' WHERE version = 1")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    f.catalog.close().await;
+    let err = SqlCatalog::open_sqlite(&f.path()).await.unwrap_err();
+    match err {
+        CatalogError::Migration { version, message } => {
+            assert_eq!(version, 1);
+            assert!(message.contains("'edited'"), "{message}");
+        }
+        other => panic!("expected a migration error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_migration_from_a_newer_release_is_tolerated() {
+    let f = Fixture::new().await;
+    let raw = f.raw().await;
+    sqlx::query(
+        "INSERT INTO schema_migrations (version, name, applied_at) \
+         VALUES (9999, 'from_the_future', '2030-01-01T00:00:00.000Z')",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    raw.close().await;
+    let f = f.reopen().await;
+    let applied = f.catalog.applied_migrations().await.unwrap();
+    assert_eq!(applied.last().unwrap().version, 9999);
+}

@@ -1,0 +1,367 @@
+//! The typed configuration tree, its defaults and the documented reason for
+//! each default. Every field has a default, so an empty file (or none) is a
+//! valid configuration.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bytesize::ByteSize;
+use crate::duration::HumanDuration;
+use crate::secret::Secret;
+
+/// Relative to the working directory of the process, so that a first run
+/// on a laptop needs no setup and leaves everything in one visible folder.
+pub const DEFAULT_DATA_DIR: &str = "./vega-data";
+
+/// Display name used when `node.name` is not set. Deliberately not the host
+/// name, so that logs, metrics and tests are the same on every machine.
+pub const DEFAULT_NODE_NAME: &str = "vega";
+
+/// Longest accepted `node.name`; it appears in logs, metrics and cluster
+/// views, where very long names only get in the way.
+pub const MAX_NODE_NAME_LEN: usize = 128;
+
+/// The API port of the specification, bound to loopback so that a fresh
+/// install exposes nothing to the network until told to.
+pub const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50013);
+
+/// Large enough for big line-protocol batches and long SQL, small enough
+/// that a burst of requests cannot exhaust memory.
+pub const DEFAULT_MAX_BODY_BYTES: ByteSize = ByteSize::mib(10);
+
+/// Longer than the default query timeout plus the queue wait, so that a slow
+/// query fails as a query timeout (with a clear message) rather than as a
+/// dropped HTTP request.
+pub const DEFAULT_REQUEST_TIMEOUT: HumanDuration = HumanDuration::from_secs(60);
+
+/// The operations port (health, metrics) of the specification, on loopback
+/// for the same reason as the API.
+pub const DEFAULT_OPS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
+
+/// Shortest accepted bootstrap admin key: 24 characters of a random
+/// alphabet are beyond guessing, and shorter values are usually mistakes
+/// such as a placeholder left in a file.
+pub const MIN_BOOTSTRAP_ADMIN_KEY_LEN: usize = 24;
+
+/// A few DuckDB connections serve a laptop or a small server without
+/// holding much memory; raise it for many concurrent dashboards.
+pub const DEFAULT_QUERY_POOL_SIZE: usize = 4;
+/// Accepted `query.pool_size`: at least one connection; each one costs
+/// memory, so very large pools are refused as likely mistakes.
+pub const QUERY_POOL_SIZE_RANGE: RangeInclusive<usize> = 1..=256;
+
+/// As many queries at once as there are pooled connections by default.
+pub const DEFAULT_QUERY_MAX_CONCURRENCY: usize = 4;
+/// Accepted `query.max_concurrency`.
+pub const QUERY_MAX_CONCURRENCY_RANGE: RangeInclusive<usize> = 1..=1024;
+
+/// A query waits this long for a free slot before the server answers 503
+/// with `Retry-After`: long enough to absorb a burst, short enough that
+/// clients are not left hanging when the engine is saturated.
+pub const DEFAULT_QUERY_QUEUE_TIMEOUT: HumanDuration = HumanDuration::from_secs(5);
+
+/// Interactive queries should finish well within this; dashboards that need
+/// longer ask for it per query, up to `max_timeout`.
+pub const DEFAULT_QUERY_DEFAULT_TIMEOUT: HumanDuration = HumanDuration::from_secs(30);
+
+/// The longest a client may ask a query to run, so that one request cannot
+/// hold a connection indefinitely.
+pub const DEFAULT_QUERY_MAX_TIMEOUT: HumanDuration = HumanDuration::from_mins(10);
+
+/// Rows returned when a query does not say: plenty for a table or a chart,
+/// small enough to serialize quickly.
+pub const DEFAULT_QUERY_DEFAULT_MAX_ROWS: u64 = 10_000;
+
+/// The most rows a client may ask for in one response, bounding response
+/// size and server memory.
+pub const DEFAULT_QUERY_MAX_ROWS_LIMIT: u64 = 1_000_000;
+
+/// DuckDB worker threads per database; two keep a small machine responsive
+/// for the HTTP and sync work running beside the queries.
+pub const DEFAULT_QUERY_THREADS: usize = 2;
+/// Accepted `query.threads`.
+pub const QUERY_THREADS_RANGE: RangeInclusive<usize> = 1..=256;
+
+/// DuckDB memory limit: enough for sizeable aggregations on a laptop while
+/// leaving room for the rest of the process and the machine.
+pub const DEFAULT_QUERY_MEMORY_LIMIT: ByteSize = ByteSize::gib(2);
+
+/// Two sync jobs at once keep sources and disk busy without starving
+/// queries on a small machine.
+pub const DEFAULT_SYNC_MAX_CONCURRENT_JOBS: usize = 2;
+/// Accepted `sync.max_concurrent_jobs`.
+pub const SYNC_MAX_CONCURRENT_JOBS_RANGE: RangeInclusive<usize> = 1..=64;
+
+/// A million rows make Parquet segments of tens of megabytes: large enough
+/// for efficient scans, small enough to write and checksum quickly.
+pub const DEFAULT_SYNC_ROWS_PER_SEGMENT: u64 = 1_000_000;
+
+/// A sync job that runs longer than this is considered stuck and stopped,
+/// so that its lease is released and it can be retried.
+pub const DEFAULT_SYNC_JOB_TIMEOUT: HumanDuration = HumanDuration::from_hours(1);
+
+/// Matches the default termination grace period of Kubernetes, so in-flight
+/// work finishes before the orchestrator kills the process.
+pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: HumanDuration = HumanDuration::from_secs(30);
+
+/// Informational messages and above: what an operator wants by default.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The whole configuration of a Vega process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding the embedded catalog, segments and backups.
+    /// A relative path is relative to the working directory of the process.
+    pub data_dir: PathBuf,
+    /// This node's identity.
+    pub node: NodeConfig,
+    /// The HTTP API server.
+    pub api: ApiConfig,
+    /// The operations server (health checks and metrics).
+    pub ops: OpsConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// The query engine.
+    pub query: QueryConfig,
+    /// Background sync jobs.
+    pub sync: SyncConfig,
+    /// Settings of the built-in connectors.
+    pub connectors: ConnectorsConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            node: NodeConfig::default(),
+            api: ApiConfig::default(),
+            ops: OpsConfig::default(),
+            auth: AuthConfig::default(),
+            query: QueryConfig::default(),
+            sync: SyncConfig::default(),
+            connectors: ConnectorsConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The effective configuration as YAML, with secrets shown as `***`.
+    /// Suitable for `vega config check` and for logs.
+    pub fn to_yaml(&self) -> String {
+        match serde_yaml::to_string(self) {
+            Ok(text) => text,
+            // Every field serializes; this arm exists only to avoid a panic.
+            Err(err) => format!("# the configuration could not be rendered: {err}\n"),
+        }
+    }
+}
+
+/// This node's identity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Display name of this node in logs, metrics and cluster views.
+    /// When not set, `"vega"` is used (never the host name).
+    pub name: Option<String>,
+}
+
+impl NodeConfig {
+    /// The configured name, or [`DEFAULT_NODE_NAME`].
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(DEFAULT_NODE_NAME)
+    }
+}
+
+/// The HTTP API server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address and port the API listens on, e.g. `0.0.0.0:50013` to accept
+    /// connections from other machines.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger requests get HTTP 413.
+    pub max_body_bytes: ByteSize,
+    /// Longest time a request may take from start to end of response.
+    pub request_timeout: HumanDuration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: DEFAULT_API_LISTEN,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// The operations server: `/health`, `/health/live`, `/health/ready`,
+/// `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Address and port the operations server listens on.
+    pub listen: SocketAddr,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        OpsConfig {
+            listen: DEFAULT_OPS_LISTEN,
+        }
+    }
+}
+
+/// Authentication.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// An admin API key created at start if no admin key exists yet, so
+    /// that a fresh installation can be administered. At least 24
+    /// characters. Never printed.
+    pub bootstrap_admin_key: Option<Secret>,
+}
+
+/// The query engine (DuckDB).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Number of pooled DuckDB connections (1 to 256).
+    pub pool_size: usize,
+    /// Queries allowed to run at once (1 to 1024); more wait in a queue.
+    pub max_concurrency: usize,
+    /// How long a query waits for a free slot before the request is refused
+    /// with HTTP 503. Zero refuses at once when all slots are busy.
+    pub queue_timeout: HumanDuration,
+    /// Timeout of a query that does not ask for one. At most `max_timeout`.
+    pub default_timeout: HumanDuration,
+    /// The longest timeout a query may ask for.
+    pub max_timeout: HumanDuration,
+    /// Rows returned by a query that does not ask for a limit. At most
+    /// `max_rows_limit`.
+    pub default_max_rows: u64,
+    /// The largest row limit a query may ask for.
+    pub max_rows_limit: u64,
+    /// DuckDB worker threads per database (1 to 256).
+    pub threads: usize,
+    /// DuckDB memory limit per database.
+    pub memory_limit: ByteSize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            pool_size: DEFAULT_QUERY_POOL_SIZE,
+            max_concurrency: DEFAULT_QUERY_MAX_CONCURRENCY,
+            queue_timeout: DEFAULT_QUERY_QUEUE_TIMEOUT,
+            default_timeout: DEFAULT_QUERY_DEFAULT_TIMEOUT,
+            max_timeout: DEFAULT_QUERY_MAX_TIMEOUT,
+            default_max_rows: DEFAULT_QUERY_DEFAULT_MAX_ROWS,
+            max_rows_limit: DEFAULT_QUERY_MAX_ROWS_LIMIT,
+            threads: DEFAULT_QUERY_THREADS,
+            memory_limit: DEFAULT_QUERY_MEMORY_LIMIT,
+        }
+    }
+}
+
+/// Background sync jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Sync jobs this node runs at once (1 to 64).
+    pub max_concurrent_jobs: usize,
+    /// Rows per Parquet segment written by a sync (at least 1).
+    pub rows_per_segment: u64,
+    /// A sync job running longer than this is stopped and marked failed.
+    pub job_timeout: HumanDuration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            max_concurrent_jobs: DEFAULT_SYNC_MAX_CONCURRENT_JOBS,
+            rows_per_segment: DEFAULT_SYNC_ROWS_PER_SEGMENT,
+            job_timeout: DEFAULT_SYNC_JOB_TIMEOUT,
+        }
+    }
+}
+
+/// Settings of the built-in connectors.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    /// The file connector.
+    pub file: FileConnectorConfig,
+}
+
+/// The file connector.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConnectorConfig {
+    /// Directories that file connections may read from. Empty means the
+    /// file connector may read nothing. Relative paths in the configuration
+    /// file are resolved against the file's directory; relative paths in
+    /// the environment variable against the working directory. After
+    /// loading, every entry is absolute.
+    pub allowed_roots: Vec<PathBuf>,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, how long in-flight requests and flushes may take
+    /// before the process exits anyway. Zero exits at once.
+    pub grace_period: HumanDuration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format of log lines.
+    pub format: LogFormat,
+    /// Which events to log: a level (`trace`, `debug`, `info`, `warn`,
+    /// `error`, `off`) optionally followed by per-target levels, e.g.
+    /// `info,vega_query=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: DEFAULT_LOG_LEVEL.to_string(),
+        }
+    }
+}
+
+/// Output format of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors. The default, because
+    /// production logs are read by machines first.
+    #[default]
+    Json,
+    /// Human-readable lines, for a terminal.
+    Pretty,
+}

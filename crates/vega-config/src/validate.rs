@@ -1,0 +1,392 @@
+//! Rules that a well-typed configuration must also follow: ranges, rules
+//! between keys, absolute paths, filter syntax. Every broken rule is
+//! collected; none stops the others from being checked.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+
+use crate::config::{
+    Config, MAX_NODE_NAME_LEN, MIN_BOOTSTRAP_ADMIN_KEY_LEN, QUERY_MAX_CONCURRENCY_RANGE,
+    QUERY_POOL_SIZE_RANGE, QUERY_THREADS_RANGE, SYNC_MAX_CONCURRENT_JOBS_RANGE,
+};
+use crate::keypath::{dotted, Key, KeyPath};
+use crate::secret::REDACTED;
+
+/// Levels accepted in `log.level`, as the `tracing` crate names them.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// A broken rule found by [`validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finding {
+    /// The key the problem is reported at.
+    pub path: KeyPath,
+    /// Other keys the rule involves: if `path` was not set explicitly, the
+    /// first of these that was is named as the source.
+    pub related: Vec<KeyPath>,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn add(&mut self, path: &str, message: impl Into<String>) {
+        self.0.push(Finding {
+            path: dotted(path),
+            related: Vec::new(),
+            message: message.into(),
+        });
+    }
+
+    fn add_related(&mut self, path: &str, related: &str, message: impl Into<String>) {
+        self.0.push(Finding {
+            path: dotted(path),
+            related: vec![dotted(related)],
+            message: message.into(),
+        });
+    }
+
+    fn in_range<T: PartialOrd + Display>(
+        &mut self,
+        path: &str,
+        value: T,
+        range: RangeInclusive<T>,
+    ) {
+        if !range.contains(&value) {
+            self.add(
+                path,
+                format!(
+                    "must be between {} and {}, is {value}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+    }
+
+    fn at_least_one(&mut self, path: &str, value: u64) {
+        if value == 0 {
+            self.add(path, "must be at least 1, is 0");
+        }
+    }
+
+    fn not_zero(&mut self, path: &str, is_zero: bool, what: &str) {
+        if is_zero {
+            self.add(path, format!("must be greater than zero ({what})"));
+        }
+    }
+}
+
+/// Checks every rule and returns every broken one, in a fixed order.
+pub(crate) fn validate(config: &Config) -> Vec<Finding> {
+    let mut f = Findings::default();
+
+    if config.data_dir.as_os_str().is_empty() {
+        f.add("data_dir", "must not be empty");
+    }
+
+    if let Some(name) = &config.node.name {
+        if name.trim().is_empty() {
+            f.add(
+                "node.name",
+                "must not be empty; leave it unset to use \"vega\"",
+            );
+        } else if name.chars().any(char::is_control) {
+            f.add("node.name", "must not contain control characters");
+        } else if name.chars().count() > MAX_NODE_NAME_LEN {
+            f.add(
+                "node.name",
+                format!("must be at most {MAX_NODE_NAME_LEN} characters long"),
+            );
+        }
+    }
+
+    f.not_zero(
+        "api.max_body_bytes",
+        config.api.max_body_bytes.is_zero(),
+        "a zero limit would refuse every request with a body",
+    );
+    f.not_zero(
+        "api.request_timeout",
+        config.api.request_timeout.is_zero(),
+        "a zero timeout would fail every request",
+    );
+    if ports_clash(config.api.listen, config.ops.listen) {
+        f.add_related(
+            "ops.listen",
+            "api.listen",
+            format!(
+                "{} clashes with api.listen ({}); the two servers need different ports",
+                config.ops.listen, config.api.listen
+            ),
+        );
+    }
+
+    if let Some(key) = &config.auth.bootstrap_admin_key {
+        let key = key.expose();
+        if key == REDACTED {
+            f.add(
+                "auth.bootstrap_admin_key",
+                "is the redacted placeholder \"***\" from printed configuration; set the real key",
+            );
+        } else if key.chars().count() < MIN_BOOTSTRAP_ADMIN_KEY_LEN {
+            f.add(
+                "auth.bootstrap_admin_key",
+                format!(
+                    "must be at least {MIN_BOOTSTRAP_ADMIN_KEY_LEN} characters long, is {}",
+                    key.chars().count()
+                ),
+            );
+        } else if key.trim() != key {
+            f.add(
+                "auth.bootstrap_admin_key",
+                "must not start or end with whitespace",
+            );
+        }
+    }
+
+    let q = &config.query;
+    f.in_range("query.pool_size", q.pool_size, QUERY_POOL_SIZE_RANGE);
+    f.in_range(
+        "query.max_concurrency",
+        q.max_concurrency,
+        QUERY_MAX_CONCURRENCY_RANGE,
+    );
+    f.not_zero(
+        "query.default_timeout",
+        q.default_timeout.is_zero(),
+        "a zero timeout would fail every query",
+    );
+    f.not_zero(
+        "query.max_timeout",
+        q.max_timeout.is_zero(),
+        "a zero timeout would fail every query",
+    );
+    if q.default_timeout > q.max_timeout {
+        f.add_related(
+            "query.default_timeout",
+            "query.max_timeout",
+            format!(
+                "{} exceeds query.max_timeout ({}); it must not be longer",
+                q.default_timeout, q.max_timeout
+            ),
+        );
+    }
+    f.at_least_one("query.default_max_rows", q.default_max_rows);
+    f.at_least_one("query.max_rows_limit", q.max_rows_limit);
+    if q.default_max_rows > q.max_rows_limit {
+        f.add_related(
+            "query.default_max_rows",
+            "query.max_rows_limit",
+            format!(
+                "{} exceeds query.max_rows_limit ({}); it must not be larger",
+                q.default_max_rows, q.max_rows_limit
+            ),
+        );
+    }
+    f.in_range("query.threads", q.threads, QUERY_THREADS_RANGE);
+    f.not_zero(
+        "query.memory_limit",
+        q.memory_limit.is_zero(),
+        "DuckDB cannot run without memory",
+    );
+
+    let s = &config.sync;
+    f.in_range(
+        "sync.max_concurrent_jobs",
+        s.max_concurrent_jobs,
+        SYNC_MAX_CONCURRENT_JOBS_RANGE,
+    );
+    f.at_least_one("sync.rows_per_segment", s.rows_per_segment);
+    f.not_zero(
+        "sync.job_timeout",
+        s.job_timeout.is_zero(),
+        "a zero timeout would fail every job",
+    );
+
+    for (index, root) in config.connectors.file.allowed_roots.iter().enumerate() {
+        let mut path = dotted("connectors.file.allowed_roots");
+        path.push(Key::Index(index));
+        let message = if root.as_os_str().is_empty() {
+            Some("must not be empty".to_string())
+        } else if !root.is_absolute() {
+            Some(format!(
+                "must be an absolute path, is \"{}\" (relative paths are resolved \
+                 against the configuration file's directory or the working directory, \
+                 which is unknown here)",
+                root.display()
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = message {
+            f.0.push(Finding {
+                path,
+                related: Vec::new(),
+                message,
+            });
+        }
+    }
+
+    if let Err(message) = check_log_filter(&config.log.level) {
+        f.add("log.level", message);
+    }
+
+    f.0
+}
+
+/// Whether two listeners would try to bind the same port.
+fn ports_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Checks a `tracing` filter such as `info,vega_query=debug`.
+///
+/// Stricter than `tracing` in one way: a directive without `=` must be a
+/// level. `tracing` would read a bare word such as `inf` as a target name and
+/// silently enable everything for it, which is nearly always a typo; write
+/// `target=trace` for that meaning.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err(format!(
+            "must not be empty; use a level ({}) or directives like \"info,vega_query=debug\"",
+            LOG_LEVELS.join(", ")
+        ));
+    }
+    for directive in filter.split(',') {
+        let directive = directive.trim();
+        if directive.is_empty() {
+            return Err(format!("\"{filter}\" has an empty directive (two commas)"));
+        }
+        let (target, level) = match split_directive(directive) {
+            Some((target, level)) => (Some(target), level),
+            None => (None, directive),
+        };
+        if !is_level(level) {
+            let hint = if target.is_none() {
+                " or target=level"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "unknown level \"{level}\" in \"{directive}\" (use {}{hint})",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+        if let Some(target) = target {
+            check_target(directive, target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Splits `target[span{field=value}]=level` at the `=` that is outside
+/// brackets and braces; `None` when there is none.
+fn split_directive(directive: &str) -> Option<(&str, &str)> {
+    let mut depth = 0i32;
+    let mut split = None;
+    for (i, c) in directive.char_indices() {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            '=' if depth == 0 => split = Some(i),
+            _ => {}
+        }
+    }
+    split.map(|i| (&directive[..i], &directive[i + 1..]))
+}
+
+fn check_target(directive: &str, target: &str) -> Result<(), String> {
+    if target.trim().is_empty() {
+        return Err(format!("\"{directive}\" has no target before \"=\""));
+    }
+    if target.chars().any(char::is_whitespace) {
+        return Err(format!("\"{directive}\": a target must not contain spaces"));
+    }
+    let mut depth = 0i32;
+    for c in target.chars() {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            break;
+        }
+    }
+    if depth != 0 {
+        return Err(format!("\"{directive}\": unbalanced brackets"));
+    }
+    Ok(())
+}
+
+fn is_level(level: &str) -> bool {
+    let level = level.trim();
+    LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level))
+        || matches!(level, "0" | "1" | "2" | "3" | "4" | "5")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_breaks_no_rule() {
+        assert_eq!(validate(&Config::default()), Vec::new());
+    }
+
+    #[test]
+    fn log_filter_accepts_levels_and_target_directives() {
+        for ok in [
+            "info",
+            "WARN",
+            "info,vega_query=debug",
+            "vega_server::http=trace, warn",
+            "vega[request{id=1}]=debug",
+            "off",
+        ] {
+            assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn log_filter_rejects_misspelt_level() {
+        let err = check_log_filter("inf").unwrap_err();
+        assert!(err.contains("unknown level \"inf\""), "{err}");
+    }
+
+    #[test]
+    fn log_filter_rejects_misspelt_target_level() {
+        let err = check_log_filter("info,vega_query=loud").unwrap_err();
+        assert!(err.contains("unknown level \"loud\""), "{err}");
+    }
+
+    #[test]
+    fn log_filter_rejects_empty_and_empty_directive() {
+        assert!(check_log_filter(" ").is_err());
+        assert!(check_log_filter("info,,debug").is_err());
+        assert!(check_log_filter("=debug").is_err());
+    }
+
+    #[test]
+    fn ports_clash_on_same_port_and_wildcard() {
+        let a: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        let b: SocketAddr = "0.0.0.0:8000".parse().unwrap();
+        let c: SocketAddr = "127.0.0.1:8001".parse().unwrap();
+        let d: SocketAddr = "10.0.0.1:8000".parse().unwrap();
+        assert!(ports_clash(a, a));
+        assert!(ports_clash(a, b));
+        assert!(!ports_clash(a, c));
+        assert!(!ports_clash(a, d));
+    }
+
+    #[test]
+    fn port_zero_never_clashes() {
+        let a: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert!(!ports_clash(a, a));
+    }
+}

@@ -1,0 +1,361 @@
+//! The objects Vega keeps in its catalog (SPEC §1).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+/// What kind of source a connection reads. New connectors add a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorKind {
+    /// Local files (CSV, Parquet, JSON, NDJSON) under configured roots.
+    File,
+}
+
+impl ConnectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorKind::File => "file",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "file" => Some(ConnectorKind::File),
+            _ => None,
+        }
+    }
+}
+
+/// A source of data: type, parameters, and whether it may be used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub id: Id,
+    pub name: String,
+    pub kind: ConnectorKind,
+    /// Connector-specific parameters (for `file`: `{"root": "/data"}`).
+    pub params: serde_json::Value,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What is needed to create a connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewConnection {
+    pub name: String,
+    pub kind: ConnectorKind,
+    pub params: serde_json::Value,
+}
+
+/// How an asset is kept up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    Full,
+    Incremental,
+    Stream,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Full => "full",
+            SyncMode::Incremental => "incremental",
+            SyncMode::Stream => "stream",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "full" => Some(SyncMode::Full),
+            "incremental" => Some(SyncMode::Incremental),
+            "stream" => Some(SyncMode::Stream),
+            _ => None,
+        }
+    }
+}
+
+/// A named dataset `namespace.name` fed from one connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Asset {
+    pub id: Id,
+    pub namespace: String,
+    pub name: String,
+    pub connection_id: Id,
+    pub sync_mode: SyncMode,
+    /// Connector-specific description of what to read (for `file`:
+    /// `{"path": "orders.csv", "format": "csv"}`).
+    pub source: serde_json::Value,
+    /// Checks a new version must pass before it is published.
+    pub checks: AssetChecks,
+    /// The version queries read, if any has been published.
+    pub active_version: Option<u32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Asset {
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.namespace, self.name)
+    }
+}
+
+/// What is needed to create an asset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAsset {
+    pub namespace: String,
+    pub name: String,
+    pub connection_id: Id,
+    pub sync_mode: SyncMode,
+    pub source: serde_json::Value,
+    pub checks: AssetChecks,
+}
+
+/// Checks run on a freshly written version before it is published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetChecks {
+    /// The version must have at least this many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rows: Option<u64>,
+}
+
+/// One Parquet file of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Path relative to the storage root, `/`-separated.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Lower-case hex sha256 of the file's bytes.
+    pub sha256: String,
+}
+
+/// The manifest of a version: its Arrow schema and its segments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The Arrow schema, in arrow-schema's serde JSON form.
+    pub schema: serde_json::Value,
+    pub segments: Vec<Segment>,
+}
+
+impl Manifest {
+    pub fn rows(&self) -> u64 {
+        self.segments.iter().map(|s| s.rows).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// An immutable snapshot of an asset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    pub asset_id: Id,
+    /// 1, 2, 3 … shown to users as `v1`, `v2`, `v3`.
+    pub number: u32,
+    pub created_at: DateTime<Utc>,
+    /// The job that produced it, if any.
+    pub job_id: Option<Id>,
+    pub manifest: Manifest,
+}
+
+impl Version {
+    pub fn label(&self) -> String {
+        format!("v{}", self.number)
+    }
+}
+
+/// Parses `v3` (or `3`) into 3.
+pub fn parse_version_label(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix('v').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|n| *n > 0)
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Sync,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Sync => "sync",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sync" => Some(JobKind::Sync),
+            _ => None,
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(JobState::Pending),
+            "running" => Some(JobState::Running),
+            "succeeded" => Some(JobState::Succeeded),
+            "failed" => Some(JobState::Failed),
+            "cancelled" => Some(JobState::Cancelled),
+            _ => None,
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// A unit of background work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: Id,
+    pub kind: JobKind,
+    pub asset_id: Option<Id>,
+    pub state: JobState,
+    /// Job-specific parameters, e.g. `{"mode": "full"}`.
+    pub params: serde_json::Value,
+    pub attempts: u32,
+    pub rows: u64,
+    pub bytes: u64,
+    pub error: Option<String>,
+    /// The version a successful sync published.
+    pub result_version: Option<u32>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What an API key may do. Ordered: each role can do what the ones below it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Query assets, read metadata.
+    Reader,
+    /// Reader, plus write data (line protocol ingest).
+    Writer,
+    /// Writer, plus run the operations of the runbook (sync, rollback,
+    /// disable a connection, rate limits, cache).
+    Operator,
+    /// Everything, including connections, assets and API keys.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reader" => Some(Role::Reader),
+            "writer" => Some(Role::Writer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// Whether a key with this role may do what `required` allows.
+    pub fn allows(self, required: Role) -> bool {
+        self >= required
+    }
+}
+
+/// A stored API key. The secret itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: Id,
+    pub name: String,
+    pub role: Role,
+    /// Lower-case hex sha256 of the full secret token.
+    #[serde(skip_serializing)]
+    pub secret_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_labels_parse() {
+        assert_eq!(parse_version_label("v3"), Some(3));
+        assert_eq!(parse_version_label("12"), Some(12));
+        assert_eq!(parse_version_label("v0"), None);
+        assert_eq!(parse_version_label("v"), None);
+        assert_eq!(parse_version_label("v-1"), None);
+        assert_eq!(parse_version_label("latest"), None);
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Admin.allows(Role::Operator));
+        assert!(Role::Operator.allows(Role::Reader));
+        assert!(!Role::Reader.allows(Role::Writer));
+        assert!(!Role::Writer.allows(Role::Operator));
+    }
+
+    #[test]
+    fn manifest_sums_its_segments() {
+        let m = Manifest {
+            schema: serde_json::json!({}),
+            segments: vec![
+                Segment {
+                    path: "a".into(),
+                    rows: 2,
+                    bytes: 10,
+                    sha256: "x".into(),
+                },
+                Segment {
+                    path: "b".into(),
+                    rows: 3,
+                    bytes: 5,
+                    sha256: "y".into(),
+                },
+            ],
+        };
+        assert_eq!(m.rows(), 5);
+        assert_eq!(m.bytes(), 15);
+    }
+}

@@ -1,0 +1,443 @@
+//! The embedded DuckDB engine: one in-memory database whose schemas hold one
+//! view per asset (`namespace.name` → `read_parquet([...segments])`), a pool
+//! of connections used on blocking threads, a concurrency limit, and
+//! cancellation on timeout.
+//!
+//! The database is opened locked down (the sandbox's second layer): external
+//! access only to the segment directory, no extension install or autoload, a
+//! private temp directory, and `lock_configuration` so user SQL cannot change
+//! any of it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use duckdb::Connection;
+use tokio::sync::Semaphore;
+
+use crate::error::QueryError;
+use crate::sandbox::{self, CheckedQuery};
+
+/// How the engine is sized and where it may read.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The only directory user SQL can read (through asset views).
+    pub segments_root: PathBuf,
+    /// Where DuckDB may spill; created if missing.
+    pub temp_dir: PathBuf,
+    pub pool_size: usize,
+    pub max_concurrency: usize,
+    pub queue_timeout: Duration,
+    pub threads: usize,
+    pub memory_limit_bytes: u64,
+}
+
+/// One asset as the engine sees it: a name and the files of its active version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetView {
+    pub namespace: String,
+    pub name: String,
+    pub version: u32,
+    /// Absolute paths of the version's segment files (at least one).
+    pub files: Vec<PathBuf>,
+}
+
+/// One query to run.
+#[derive(Debug, Clone)]
+pub struct QueryRequest {
+    pub sql: String,
+    /// Rows to return at most; more are dropped and the result says truncated.
+    pub max_rows: usize,
+    pub timeout: Duration,
+}
+
+/// The result of a query.
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+    pub truncated: bool,
+    /// The assets (`namespace.name`) the query read, with the version each
+    /// view pointed at when the query started.
+    pub assets: Vec<(String, u32)>,
+    pub elapsed: Duration,
+}
+
+/// The embedded engine. Cheap to share behind an `Arc`.
+pub struct QueryEngine {
+    config: EngineConfig,
+    /// Used only for view changes, serialized by its mutex.
+    admin: Mutex<Connection>,
+    idle: Mutex<Vec<Connection>>,
+    slots: Semaphore,
+    views: RwLock<HashMap<(String, String), AssetView>>,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn sql_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn internal(context: &str) -> impl Fn(duckdb::Error) -> QueryError + '_ {
+    move |e| QueryError::Internal(format!("{context}: {e}"))
+}
+
+impl QueryEngine {
+    /// Opens the database and locks it down.
+    pub fn open(config: EngineConfig) -> Result<Self, QueryError> {
+        std::fs::create_dir_all(&config.segments_root).map_err(|e| {
+            QueryError::Internal(format!("creating {}: {e}", config.segments_root.display()))
+        })?;
+        std::fs::create_dir_all(&config.temp_dir).map_err(|e| {
+            QueryError::Internal(format!("creating {}: {e}", config.temp_dir.display()))
+        })?;
+        let root = canonical_dir(&config.segments_root)?;
+        let temp = canonical_dir(&config.temp_dir)?;
+
+        let db_config = duckdb::Config::default()
+            .threads(config.threads.max(1) as i64)
+            .and_then(|c| c.max_memory(&format!("{}B", config.memory_limit_bytes.max(1 << 24))))
+            .and_then(|c| c.enable_autoload_extension(false))
+            .map_err(internal("configuring DuckDB"))?;
+        let admin =
+            Connection::open_in_memory_with_flags(db_config).map_err(internal("opening DuckDB"))?;
+        let lockdown = format!(
+            "SET temp_directory = {temp};
+             SET autoinstall_known_extensions = false;
+             SET autoload_known_extensions = false;
+             SET allowed_directories = [{root}];
+             SET enable_external_access = false;
+             SET allow_community_extensions = false;
+             SET lock_configuration = true;",
+            temp = sql_string(&temp.to_string_lossy()),
+            root = sql_string(&format!("{}/", root.to_string_lossy())),
+        );
+        admin
+            .execute_batch(&lockdown)
+            .map_err(internal("locking DuckDB down"))?;
+
+        let mut idle = Vec::with_capacity(config.pool_size);
+        for _ in 0..config.pool_size.max(1) {
+            idle.push(
+                admin
+                    .try_clone()
+                    .map_err(internal("opening a DuckDB connection"))?,
+            );
+        }
+        let slots = Semaphore::new(config.max_concurrency.clamp(1, config.pool_size.max(1)));
+        Ok(Self {
+            config,
+            admin: Mutex::new(admin),
+            idle: Mutex::new(idle),
+            slots,
+            views: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Points `namespace.name` at a version's files. Queries already running
+    /// keep reading the files they started with; new queries see the new
+    /// version. Never fails a running query.
+    pub fn register(&self, view: AssetView) -> Result<(), QueryError> {
+        if view.files.is_empty() {
+            return Err(QueryError::Internal(format!(
+                "asset {}.{} v{} has no segment files",
+                view.namespace, view.name, view.version
+            )));
+        }
+        let files = view
+            .files
+            .iter()
+            .map(|p| sql_string(&p.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS {ns};
+             CREATE OR REPLACE VIEW {ns}.{name} AS SELECT * FROM read_parquet([{files}]);",
+            ns = sql_ident(&view.namespace),
+            name = sql_ident(&view.name),
+        );
+        {
+            let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+            admin
+                .execute_batch(&sql)
+                .map_err(internal("registering an asset view"))?;
+        }
+        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        views.insert((view.namespace.clone(), view.name.clone()), view);
+        Ok(())
+    }
+
+    /// Removes an asset's view.
+    pub fn unregister(&self, namespace: &str, name: &str) -> Result<(), QueryError> {
+        let sql = format!(
+            "DROP VIEW IF EXISTS {}.{}",
+            sql_ident(namespace),
+            sql_ident(name)
+        );
+        {
+            let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+            admin
+                .execute_batch(&sql)
+                .map_err(internal("dropping an asset view"))?;
+        }
+        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        views.remove(&(namespace.to_string(), name.to_string()));
+        Ok(())
+    }
+
+    /// The version each registered asset currently points at.
+    pub fn registered(&self) -> Vec<AssetView> {
+        let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = views.values().cloned().collect();
+        all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        all
+    }
+
+    /// A trivial query on a pooled connection, for readiness.
+    pub async fn ping(&self) -> Result<(), QueryError> {
+        let out = self
+            .run(QueryRequestInner {
+                sql: "SELECT 1".into(),
+                max_rows: 1,
+                timeout: Duration::from_secs(5),
+                trusted: true,
+            })
+            .await?;
+        if out.rows == 1 {
+            Ok(())
+        } else {
+            Err(QueryError::Internal("SELECT 1 returned no row".into()))
+        }
+    }
+
+    /// Checks user SQL against the sandbox, then runs it with its limits.
+    pub async fn query(&self, request: QueryRequest) -> Result<QueryOutput, QueryError> {
+        self.run(QueryRequestInner {
+            sql: request.sql,
+            max_rows: request.max_rows,
+            timeout: request.timeout,
+            trusted: false,
+        })
+        .await
+    }
+
+    async fn run(&self, request: QueryRequestInner) -> Result<QueryOutput, QueryError> {
+        let started = Instant::now();
+        let _permit =
+            match tokio::time::timeout(self.config.queue_timeout, self.slots.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(QueryError::Unavailable("the engine is closed".into())),
+                Err(_) => {
+                    return Err(QueryError::Busy {
+                        waited_ms: self.config.queue_timeout.as_millis() as u64,
+                    })
+                }
+            };
+        let conn = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.pop()
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+                admin
+                    .try_clone()
+                    .map_err(internal("opening a DuckDB connection"))?
+            }
+        };
+        let interrupt = conn.interrupt_handle();
+        let views = self.views_snapshot();
+        let timeout = request.timeout;
+        let mut task = tokio::task::spawn_blocking(move || {
+            let result = execute(&conn, &request, &views);
+            (conn, result)
+        });
+        let (conn, result) = match tokio::time::timeout(timeout, &mut task).await {
+            Ok(joined) => {
+                joined.map_err(|e| QueryError::Internal(format!("query thread failed: {e}")))?
+            }
+            Err(_) => {
+                // Stop the query inside DuckDB, then wait for its thread to
+                // hand the connection back: the thread is free again.
+                interrupt.interrupt();
+                let (conn, _) = task
+                    .await
+                    .map_err(|e| QueryError::Internal(format!("query thread failed: {e}")))?;
+                self.give_back(conn);
+                return Err(QueryError::Timeout {
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+        };
+        self.give_back(conn);
+        let mut output = result?;
+        output.elapsed = started.elapsed();
+        Ok(output)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.config.pool_size.max(1) {
+            idle.push(conn);
+        }
+    }
+
+    fn views_snapshot(&self) -> HashMap<(String, String), u32> {
+        let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+        views.iter().map(|(k, v)| (k.clone(), v.version)).collect()
+    }
+
+    /// Connections sitting idle in the pool (for tests and metrics).
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+struct QueryRequestInner {
+    sql: String,
+    max_rows: usize,
+    timeout: Duration,
+    /// Engine-internal SQL that skips the sandbox check.
+    trusted: bool,
+}
+
+fn canonical_dir(p: &Path) -> Result<PathBuf, QueryError> {
+    p.canonicalize()
+        .map_err(|e| QueryError::Internal(format!("resolving {}: {e}", p.display())))
+}
+
+fn execute(
+    conn: &Connection,
+    request: &QueryRequestInner,
+    views: &HashMap<(String, String), u32>,
+) -> Result<QueryOutput, QueryError> {
+    let checked = if request.trusted {
+        CheckedQuery::default()
+    } else {
+        let serialized: String = conn
+            .query_row(
+                "SELECT json_serialize_sql(?::VARCHAR)",
+                [&request.sql],
+                |row| row.get(0),
+            )
+            .map_err(|e| classify_duckdb_error(e, &request.sql))?;
+        sandbox::check_serialized(&serialized, &|ns, name| {
+            views.contains_key(&(ns.to_string(), name.to_string()))
+        })?
+    };
+    let assets = checked
+        .assets
+        .iter()
+        .map(|qualified| {
+            let (ns, name) = qualified.split_once('.').unwrap_or(("", qualified));
+            let v = views
+                .get(&(ns.to_string(), name.to_string()))
+                .copied()
+                .unwrap_or(0);
+            (qualified.clone(), v)
+        })
+        .collect();
+
+    let mut stmt = conn
+        .prepare(&request.sql)
+        .map_err(|e| classify_duckdb_error(e, &request.sql))?;
+    let stream = stmt
+        .stream_arrow([])
+        .map_err(|e| classify_duckdb_error(e, &request.sql))?;
+    let schema = stream.get_schema();
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    let mut truncated = false;
+    for batch in stream {
+        let batch = batch.map_err(|e| classify_duckdb_error(e, &request.sql))?;
+        let room = request.max_rows - rows;
+        if batch.num_rows() > room {
+            if room > 0 {
+                batches.push(batch.slice(0, room));
+            }
+            rows += room;
+            truncated = true;
+            break;
+        }
+        rows += batch.num_rows();
+        batches.push(batch);
+    }
+    Ok(QueryOutput {
+        schema,
+        batches,
+        rows,
+        truncated,
+        assets,
+        elapsed: Duration::ZERO,
+    })
+}
+
+/// Sorts a DuckDB error into a user error (bad SQL, with the position when
+/// DuckDB marked one) or an engine failure.
+pub(crate) fn classify_duckdb_error(e: duckdb::Error, sql: &str) -> QueryError {
+    let text = e.to_string();
+    if text.contains("INTERRUPT") || text.contains("Interrupted") {
+        return QueryError::Execution("interrupted".into());
+    }
+    let kind = text.split(" Error:").next().unwrap_or("");
+    let position = caret_position(&text, sql);
+    let message = text
+        .split("\n\nLINE")
+        .next()
+        .unwrap_or(&text)
+        .trim()
+        .to_string();
+    match kind {
+        "Parser" | "Binder" | "Catalog" | "Syntax" => QueryError::BadSql { message, position },
+        "Permission" => QueryError::Forbidden(message),
+        "Conversion" | "Invalid Input" | "Out of Range" | "Constraint" | "Not implemented"
+        | "Invalid" | "Dependency" => QueryError::Execution(message),
+        "Out of Memory" => QueryError::Execution(message),
+        _ => QueryError::Internal(message),
+    }
+}
+
+/// DuckDB marks an error's place as `LINE n: <text>` and a caret line below.
+/// Returns the 0-based character offset in `sql`, when it can be recovered.
+fn caret_position(text: &str, sql: &str) -> Option<usize> {
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.strip_prefix("LINE ") else {
+            continue;
+        };
+        let (number, shown) = rest.split_once(": ")?;
+        let number: usize = number.trim().parse().ok()?;
+        let caret = lines.next()?;
+        let column = caret.find('^')?.checked_sub(line.len() - shown.len())?;
+        if shown.starts_with("...") {
+            return None;
+        }
+        let line_start: usize = sql
+            .split_inclusive('\n')
+            .take(number.saturating_sub(1))
+            .map(|l| l.chars().count())
+            .sum();
+        return Some(line_start + column);
+    }
+    None
+}

@@ -1,0 +1,207 @@
+//! The SQL sandbox's first layer: user SQL is parsed by DuckDB's own parser
+//! (`json_serialize_sql`, which only serializes `SELECT` statements) and the
+//! resulting tree is checked before anything runs.
+//!
+//! Rules: exactly one statement; a `SELECT` (anything else — DDL, DML,
+//! `COPY`, `ATTACH`, `SET`, `PRAGMA`, `INSTALL`, `LOAD`, `EXPORT` — is not
+//! serializable and is refused); tables are assets addressed as
+//! `namespace.name` or names of the query's own CTEs; table functions are
+//! limited to a short list that reads no files.
+//!
+//! The second layer is the database itself (see `engine`): external access is
+//! off except for the segment directory, extensions cannot be installed or
+//! loaded, and the configuration is locked. Either layer alone refuses file
+//! and network access; together they give clear messages and a hard stop.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::error::QueryError;
+
+/// Table functions user SQL may call: they compute rows and read nothing.
+pub const ALLOWED_TABLE_FUNCTIONS: &[&str] = &["range", "generate_series", "unnest"];
+
+/// Schemas that hold DuckDB's own metadata; never addressable by users.
+const SYSTEM_SCHEMAS: &[&str] = &["information_schema", "pg_catalog", "main", "temp", "system"];
+
+/// What a checked query reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckedQuery {
+    /// Every `namespace.name` the query references, sorted.
+    pub assets: Vec<String>,
+}
+
+/// Checks the output of `json_serialize_sql(sql)`.
+///
+/// `is_asset` says whether `namespace.name` is a registered asset.
+pub fn check_serialized(
+    serialized: &str,
+    is_asset: &dyn Fn(&str, &str) -> bool,
+) -> Result<CheckedQuery, QueryError> {
+    let tree: Value = serde_json::from_str(serialized)
+        .map_err(|e| QueryError::Internal(format!("parser output is not JSON: {e}")))?;
+    if tree.get("error").and_then(Value::as_bool) == Some(true) {
+        return Err(parse_failure(&tree));
+    }
+    let statements = tree
+        .get("statements")
+        .and_then(Value::as_array)
+        .ok_or_else(|| QueryError::Internal("parser output has no statements".into()))?;
+    match statements.len() {
+        0 => {
+            return Err(QueryError::BadSql {
+                message: "the query is empty".into(),
+                position: None,
+            })
+        }
+        1 => {}
+        n => {
+            return Err(QueryError::BadSql {
+                message: format!("exactly one statement is allowed, found {n}"),
+                position: None,
+            })
+        }
+    }
+
+    let mut refs = Refs::default();
+    collect(&statements[0], &mut refs);
+
+    for function in &refs.table_functions {
+        if !ALLOWED_TABLE_FUNCTIONS.contains(&function.as_str()) {
+            return Err(QueryError::Forbidden(format!(
+                "table function '{function}' is not allowed: user SQL reads assets by name \
+                 (namespace.name); allowed table functions are {}",
+                ALLOWED_TABLE_FUNCTIONS.join(", ")
+            )));
+        }
+    }
+
+    let mut assets = BTreeSet::new();
+    for table in &refs.tables {
+        if !table.catalog.is_empty() {
+            return Err(QueryError::BadSql {
+                message: format!(
+                    "'{}.{}.{}': address assets as namespace.name",
+                    table.catalog, table.schema, table.name
+                ),
+                position: None,
+            });
+        }
+        if table.schema.is_empty() {
+            if refs.ctes.contains(&table.name) {
+                continue;
+            }
+            return Err(QueryError::UnknownAsset(format!(
+                "'{}' is not an asset: address assets as namespace.name",
+                table.name
+            )));
+        }
+        if SYSTEM_SCHEMAS.contains(&table.schema.to_ascii_lowercase().as_str()) {
+            return Err(QueryError::Forbidden(format!(
+                "'{}.{}' is internal to the engine and not queryable",
+                table.schema, table.name
+            )));
+        }
+        let (ns, name) = (
+            table.schema.to_ascii_lowercase(),
+            table.name.to_ascii_lowercase(),
+        );
+        if !is_asset(&ns, &name) {
+            return Err(QueryError::UnknownAsset(format!(
+                "asset '{ns}.{name}' does not exist"
+            )));
+        }
+        assets.insert(format!("{ns}.{name}"));
+    }
+    Ok(CheckedQuery {
+        assets: assets.into_iter().collect(),
+    })
+}
+
+fn parse_failure(tree: &Value) -> QueryError {
+    let message = tree
+        .get("error_message")
+        .and_then(Value::as_str)
+        .unwrap_or("the query could not be parsed")
+        .to_string();
+    let error_type = tree.get("error_type").and_then(Value::as_str).unwrap_or("");
+    if message.contains("Only SELECT statements") || error_type == "not implemented" {
+        return QueryError::Forbidden(
+            "only read-only SELECT queries are allowed (no DDL, DML, COPY, ATTACH, SET, PRAGMA, \
+             INSTALL, LOAD or EXPORT)"
+                .into(),
+        );
+    }
+    let position = tree
+        .get("position")
+        .and_then(|p| {
+            p.as_str()
+                .and_then(|s| s.parse().ok())
+                .or_else(|| p.as_u64())
+        })
+        .map(|p| p as usize);
+    QueryError::BadSql { message, position }
+}
+
+#[derive(Debug, Default)]
+struct Refs {
+    tables: Vec<TableRef>,
+    table_functions: BTreeSet<String>,
+    ctes: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+struct TableRef {
+    catalog: String,
+    schema: String,
+    name: String,
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// Walks the whole tree: table references can hide in subqueries, CTEs,
+/// set operations, joins and expressions.
+fn collect(v: &Value, refs: &mut Refs) {
+    match v {
+        Value::Object(map) => {
+            match map.get("type").and_then(Value::as_str) {
+                Some("BASE_TABLE") => refs.tables.push(TableRef {
+                    catalog: text(v, "catalog_name"),
+                    schema: text(v, "schema_name"),
+                    name: text(v, "table_name"),
+                }),
+                Some("TABLE_FUNCTION") => {
+                    let name = v
+                        .get("function")
+                        .map(|f| text(f, "function_name"))
+                        .unwrap_or_default();
+                    refs.table_functions.insert(name.to_ascii_lowercase());
+                }
+                _ => {}
+            }
+            if let Some(entries) = map
+                .get("cte_map")
+                .and_then(|m| m.get("map"))
+                .and_then(Value::as_array)
+            {
+                for entry in entries {
+                    if let Some(key) = entry.get("key").and_then(Value::as_str) {
+                        refs.ctes.insert(key.to_string());
+                    }
+                }
+            }
+            for child in map.values() {
+                collect(child, refs);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                collect(item, refs);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,19 @@
+//! The server part of Vega: the HTTP API (`/api/v1`), the operations port
+//! (`/health*`, `/metrics`), authentication, request telemetry, and the
+//! start-up and shutdown sequence that wires catalog, storage, sync and the
+//! query engine together.
+//!
+//! Only this crate knows HTTP.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod publish;
+pub mod router;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use startup::{start, RunningServer, StartError, StartOptions};

@@ -1,0 +1,182 @@
+//! Vega's Prometheus metrics. One registry per process, built here and
+//! passed in (no globals). Names follow `vega_<name>_<unit>[_total]`, except
+//! `http_request_duration_seconds`, kept as is so canary analysis tools work
+//! unchanged. Labels are low-cardinality: route templates, never raw paths,
+//! SQL or user ids.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    pub engine: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryErrorLabels {
+    pub engine: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
+}
+
+/// Latency buckets in seconds, from 1 ms to 60 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Every metric Vega exports, registered in one registry.
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_request_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    pub query_duration: Family<QueryLabels, Histogram, fn() -> Histogram>,
+    pub query_errors: Family<QueryErrorLabels, Counter>,
+    pub query_rows: Counter,
+    pub sync_jobs: Family<OutcomeLabels, Counter>,
+    pub sync_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    pub sync_rows: Counter,
+    pub jobs_by_state: Family<StateLabels, Gauge>,
+    pub build_info: Family<VersionLabels, Gauge>,
+    pub draining: Gauge<i64, AtomicI64>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let http_request_duration =
+            Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method, route template and status",
+            http_request_duration.clone(),
+        );
+        let vega = registry.sub_registry_with_prefix("vega");
+        let query_duration =
+            Family::<QueryLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        vega.register(
+            "query_duration_seconds",
+            "Query latency by engine and status (ok, error, timeout, rejected)",
+            query_duration.clone(),
+        );
+        let query_errors = Family::<QueryErrorLabels, Counter>::default();
+        vega.register(
+            "query_errors",
+            "Failed queries by engine and error code",
+            query_errors.clone(),
+        );
+        let query_rows = Counter::default();
+        vega.register(
+            "query_rows_returned",
+            "Rows returned by queries",
+            query_rows.clone(),
+        );
+        let sync_jobs = Family::<OutcomeLabels, Counter>::default();
+        vega.register(
+            "sync_jobs",
+            "Finished sync jobs by outcome",
+            sync_jobs.clone(),
+        );
+        let sync_duration =
+            Family::<OutcomeLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        vega.register(
+            "sync_duration_seconds",
+            "Sync job duration by outcome",
+            sync_duration.clone(),
+        );
+        let sync_rows = Counter::default();
+        vega.register(
+            "sync_rows_written",
+            "Rows written by successful syncs",
+            sync_rows.clone(),
+        );
+        let jobs_by_state = Family::<StateLabels, Gauge>::default();
+        vega.register(
+            "jobs",
+            "Jobs in the catalog by state",
+            jobs_by_state.clone(),
+        );
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: vega_core::VERSION.to_string(),
+            })
+            .set(1);
+        vega.register("build_info", "The running Vega version", build_info.clone());
+        let draining = Gauge::<i64, AtomicI64>::default();
+        vega.register(
+            "draining",
+            "1 while the node is shutting down",
+            draining.clone(),
+        );
+        Self {
+            registry,
+            http_request_duration,
+            query_duration,
+            query_errors,
+            query_rows,
+            sync_jobs,
+            sync_duration,
+            sync_rows,
+            jobs_by_state,
+            build_info,
+            draining,
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every registered
+    /// metric. The encoder writes OpenMetrics; its closing `# EOF` is dropped
+    /// so that process metrics can follow.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        if let Some(stripped) = out.strip_suffix("# EOF\n") {
+            out.truncate(stripped.len());
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,278 @@
+//! `/api/v1/assets`: create, list, read, update, delete assets; force a sync;
+//! list versions; roll back.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use vega_catalog::AssetUpdate;
+use vega_core::{AssetChecks, AssetName, ConnectorKind, Id, IdKind, NewAsset, Role, SyncMode};
+
+use super::path_id;
+use super::views::{AssetView, ErrorBody, JobView, VersionView};
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAsset {
+    /// Lower-case SQL identifier, e.g. `sales`.
+    pub namespace: String,
+    /// Lower-case SQL identifier, e.g. `orders`.
+    pub name: String,
+    pub connection_id: String,
+    /// `full` (default).
+    #[serde(default)]
+    pub sync_mode: Option<String>,
+    /// What to read (for `file`: `{"path": "orders.csv", "format": "csv"}`).
+    #[schema(value_type = Object)]
+    pub source: Value,
+    /// Checks a new version must pass before it is published.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub checks: Option<AssetChecks>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAsset {
+    #[schema(value_type = Option<Object>)]
+    pub source: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub checks: Option<AssetChecks>,
+}
+
+async fn check_source(
+    state: &AppState,
+    connection_id: &Id,
+    source: &Value,
+) -> Result<(), ApiError> {
+    let connection = state.catalog.get_connection(connection_id).await?;
+    match connection.kind {
+        ConnectorKind::File => {
+            state.files.resolve(&connection.params, source)?;
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/assets", tag = "assets", request_body = CreateAsset,
+    responses((status = 201, body = AssetView), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_asset(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(body): ApiJson<CreateAsset>,
+) -> Result<(StatusCode, Json<AssetView>), ApiError> {
+    principal.require(Role::Admin)?;
+    let name = AssetName::new(&body.namespace, &body.name).map_err(|e| {
+        ApiError::bad_request(e.to_string()).with_details(json!({ "field": e.part }))
+    })?;
+    let sync_mode = match body.sync_mode.as_deref() {
+        None | Some("full") => SyncMode::Full,
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "sync_mode '{other}' is not supported yet; use 'full'"
+            ))
+            .with_details(json!({ "field": "sync_mode" })))
+        }
+    };
+    let connection_id = Id::parse(IdKind::Connection, &body.connection_id).ok_or_else(|| {
+        ApiError::unprocessable(format!(
+            "connection '{}' does not exist",
+            body.connection_id
+        ))
+        .with_details(json!({ "field": "connection_id" }))
+    })?;
+    if let Err(e) = state.catalog.get_connection(&connection_id).await {
+        return Err(match e {
+            vega_catalog::CatalogError::NotFound { .. } => {
+                ApiError::unprocessable(format!("connection '{connection_id}' does not exist"))
+                    .with_details(json!({ "field": "connection_id" }))
+            }
+            other => other.into(),
+        });
+    }
+    check_source(&state, &connection_id, &body.source).await?;
+    let asset = state
+        .catalog
+        .create_asset(
+            NewAsset {
+                namespace: name.namespace,
+                name: name.name,
+                connection_id,
+                sync_mode,
+                source: body.source,
+                checks: body.checks.unwrap_or_default(),
+            },
+            state.clock.now(),
+        )
+        .await?;
+    tracing::info!(asset = %asset.qualified_name(), "asset created");
+    Ok((StatusCode::CREATED, Json(asset.into())))
+}
+
+#[utoipa::path(get, path = "/api/v1/assets", tag = "assets",
+    responses((status = 200, body = Vec<AssetView>)))]
+pub async fn list_assets(State(state): State<AppState>) -> Result<Json<Vec<AssetView>>, ApiError> {
+    let all = state.catalog.list_assets().await?;
+    Ok(Json(all.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/assets/{id}", tag = "assets",
+    params(("id" = String, Path, description = "asset id (ast_…)")),
+    responses((status = 200, body = AssetView), (status = 404, body = ErrorBody)))]
+pub async fn get_asset(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AssetView>, ApiError> {
+    let id = path_id(IdKind::Asset, &id)?;
+    Ok(Json(state.catalog.get_asset(&id).await?.into()))
+}
+
+#[utoipa::path(put, path = "/api/v1/assets/{id}", tag = "assets",
+    params(("id" = String, Path, description = "asset id")), request_body = UpdateAsset,
+    responses((status = 200, body = AssetView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_asset(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateAsset>,
+) -> Result<Json<AssetView>, ApiError> {
+    principal.require(Role::Admin)?;
+    let id = path_id(IdKind::Asset, &id)?;
+    let asset = state.catalog.get_asset(&id).await?;
+    if let Some(source) = &body.source {
+        check_source(&state, &asset.connection_id, source).await?;
+    }
+    let updated = state
+        .catalog
+        .update_asset(
+            &id,
+            AssetUpdate {
+                source: body.source,
+                checks: body.checks,
+            },
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(updated.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/assets/{id}", tag = "assets",
+    params(("id" = String, Path, description = "asset id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_asset(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Role::Admin)?;
+    let id = path_id(IdKind::Asset, &id)?;
+    let asset = state.catalog.get_asset(&id).await?;
+    state.catalog.delete_asset(&id).await?;
+    state.engine.unregister(&asset.namespace, &asset.name)?;
+    // The files of every version are orphans now.
+    let sync = state.sync.clone();
+    tokio::spawn(async move {
+        if let Err(e) = sync.clean_orphans().await {
+            tracing::warn!(error = %e, "removing a deleted asset's files failed; the next start retries");
+        }
+    });
+    tracing::info!(asset = %asset.qualified_name(), "asset deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SyncParams {
+    /// `full` (default) or `incremental`.
+    pub mode: Option<String>,
+}
+
+/// Forces a sync now (runbook: "force a full sync").
+#[utoipa::path(post, path = "/api/v1/assets/{id}/sync", tag = "assets",
+    params(("id" = String, Path, description = "asset id"), SyncParams),
+    responses((status = 202, body = JobView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "a sync already runs; details.existing names its job")))]
+pub async fn sync_asset(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<SyncParams>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    principal.require(Role::Operator)?;
+    let id = path_id(IdKind::Asset, &id)?;
+    let mode = match params.mode.as_deref() {
+        None => SyncMode::Full,
+        Some(m) => match SyncMode::parse(m) {
+            Some(SyncMode::Stream) | None => {
+                return Err(ApiError::bad_request(format!(
+                    "mode must be 'full' or 'incremental', not '{m}'"
+                ))
+                .with_details(json!({ "field": "mode" })))
+            }
+            Some(mode) => mode,
+        },
+    };
+    let job = state.sync.start(&id, mode).await?;
+    Ok((StatusCode::ACCEPTED, Json(job.into())))
+}
+
+#[utoipa::path(get, path = "/api/v1/assets/{id}/versions", tag = "assets",
+    params(("id" = String, Path, description = "asset id")),
+    responses((status = 200, body = Vec<VersionView>), (status = 404, body = ErrorBody)))]
+pub async fn list_versions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<VersionView>>, ApiError> {
+    let id = path_id(IdKind::Asset, &id)?;
+    let asset = state.catalog.get_asset(&id).await?;
+    let versions = state.catalog.list_versions(&id).await?;
+    Ok(Json(
+        versions
+            .into_iter()
+            .map(|v| VersionView::new(v, asset.active_version))
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackParams {
+    /// The version to make active, e.g. `v3`.
+    pub version: String,
+}
+
+/// Makes an earlier (or later) version active again.
+#[utoipa::path(post, path = "/api/v1/assets/{id}/rollback", tag = "assets",
+    params(("id" = String, Path, description = "asset id"), RollbackParams),
+    responses((status = 200, body = AssetView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rollback_asset(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<RollbackParams>,
+) -> Result<Json<AssetView>, ApiError> {
+    principal.require(Role::Operator)?;
+    let id = path_id(IdKind::Asset, &id)?;
+    let number = vega_core::parse_version_label(&params.version).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "version must look like 'v3', not '{}'",
+            params.version
+        ))
+        .with_details(json!({ "field": "version" }))
+    })?;
+    let version = state.catalog.get_version(&id, number).await?;
+    let asset = state
+        .catalog
+        .set_active_version(&id, number, state.clock.now())
+        .await?;
+    crate::publish::register_version(&state.engine, &state.store, &asset, &version)?;
+    tracing::warn!(asset = %asset.qualified_name(), version = %version.label(), "asset rolled back");
+    Ok(Json(asset.into()))
+}

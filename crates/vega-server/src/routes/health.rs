@@ -1,0 +1,216 @@
+//! Health and metrics (the operations port; `/health*` also answers on the
+//! API port for load balancers).
+//!
+//! - `/health/live`: the process serves; calls nothing.
+//! - `/health/ready`: catalog reachable, storage writable, engine answering,
+//!   start-up finished, not draining; 503 with `Retry-After` otherwise.
+//! - `/health`: the full report, per service with status, response time and
+//!   last error.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use vega_core::ConnectorKind;
+
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServiceHealth {
+    pub name: String,
+    /// `healthy`, `unhealthy` or `disabled`.
+    pub status: String,
+    pub response_time_ms: f64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthReport {
+    /// `healthy`, `degraded` (a connection is down) or `unhealthy` (a core
+    /// service is down, or the node drains).
+    pub status: String,
+    pub timestamp: String,
+    pub uptime_seconds: f64,
+    pub version: String,
+    pub node_id: String,
+    pub draining: bool,
+    pub services: Vec<ServiceHealth>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    pub status: String,
+}
+
+async fn timed<F, E>(name: &str, check: F) -> ServiceHealth
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let started = Instant::now();
+    let result = check.await;
+    ServiceHealth {
+        name: name.to_string(),
+        status: if result.is_ok() {
+            "healthy"
+        } else {
+            "unhealthy"
+        }
+        .to_string(),
+        response_time_ms: started.elapsed().as_secs_f64() * 1000.0,
+        last_error: result.err().map(|e| e.to_string()),
+    }
+}
+
+/// The three services readiness depends on.
+async fn core_services(state: &AppState) -> Vec<ServiceHealth> {
+    let store = state.store.clone();
+    vec![
+        timed("catalog", state.catalog.ping()).await,
+        timed("storage", async move {
+            tokio::task::spawn_blocking(move || store.check_writable().map_err(|e| e.to_string()))
+                .await
+                .map_err(|e| e.to_string())?
+        })
+        .await,
+        timed("engine", state.engine.ping()).await,
+    ]
+}
+
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, body = Liveness)))]
+pub async fn live() -> Json<Liveness> {
+    Json(Liveness {
+        status: "alive".into(),
+    })
+}
+
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let services = core_services(&state).await;
+    let started = state.started_up.load(std::sync::atomic::Ordering::SeqCst);
+    let ok = started && !state.is_draining() && services.iter().all(|s| s.status == "healthy");
+    let report = report(&state, services, if ok { "healthy" } else { "unhealthy" });
+    respond(ok, report)
+}
+
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)))]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let mut services = core_services(&state).await;
+    let core_ok = services.iter().all(|s| s.status == "healthy");
+    let mut connections_ok = true;
+    match state.catalog.list_connections().await {
+        Ok(connections) => {
+            for c in connections {
+                let name = format!("connection:{}", c.name);
+                if !c.enabled {
+                    services.push(ServiceHealth {
+                        name,
+                        status: "disabled".into(),
+                        response_time_ms: 0.0,
+                        last_error: None,
+                    });
+                    continue;
+                }
+                let files = state.files.clone();
+                let health = match c.kind {
+                    ConnectorKind::File => {
+                        timed(&name, async move {
+                            files.check_connection(&c.params).map(|_| ())
+                        })
+                        .await
+                    }
+                };
+                connections_ok &= health.status == "healthy";
+                services.push(health);
+            }
+        }
+        Err(_) => connections_ok = false,
+    }
+    let started = state.started_up.load(std::sync::atomic::Ordering::SeqCst);
+    let ok = core_ok && started && !state.is_draining();
+    let status = match (ok, connections_ok) {
+        (false, _) => "unhealthy",
+        (true, false) => "degraded",
+        (true, true) => "healthy",
+    };
+    respond(ok, report(&state, services, status))
+}
+
+fn report(state: &AppState, services: Vec<ServiceHealth>, status: &str) -> HealthReport {
+    HealthReport {
+        status: status.to_string(),
+        timestamp: vega_core::clock::to_catalog_time(state.clock.now()),
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+        version: vega_core::VERSION.to_string(),
+        node_id: state.node_id.to_string(),
+        draining: state.is_draining(),
+        services,
+    }
+}
+
+fn respond(ok: bool, report: HealthReport) -> Response {
+    if ok {
+        (StatusCode::OK, Json(report)).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            Json(report),
+        )
+            .into_response()
+    }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Ok(counts) = state.catalog.count_jobs_by_state().await {
+        for (job_state, n) in counts {
+            state
+                .metrics
+                .jobs_by_state
+                .get_or_create(&crate::metrics::StateLabels {
+                    state: job_state.as_str().to_string(),
+                })
+                .set(n as i64);
+        }
+    }
+    state.metrics.draining.set(i64::from(state.is_draining()));
+    let mut out = state.metrics.encode();
+    let data_dir = state.data_dir.clone();
+    let store = state.store.clone();
+    let process = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        if let (Ok(stats), Ok(memory), Ok(disk)) = (
+            vega_telemetry::process::ProcessStats::read(),
+            vega_telemetry::process::system_memory(),
+            vega_telemetry::process::disk_usage(&data_dir),
+        ) {
+            let used = store
+                .disk_usage()
+                .map(|u| u.used_by_root_bytes)
+                .unwrap_or(0);
+            vega_telemetry::metrics::encode_process_metrics(
+                &mut text, &stats, &memory, &disk, used,
+            );
+        }
+        text
+    })
+    .await
+    .unwrap_or_default();
+    out.push_str(&process);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

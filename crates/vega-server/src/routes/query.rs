@@ -1,0 +1,253 @@
+//! `POST /api/v1/query`: sandboxed, read-only SQL over assets.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+use vega_core::Role;
+use vega_query::format::{self, Column};
+use vega_query::{QueryError, QueryRequest};
+
+use super::views::ErrorBody;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::metrics::{QueryErrorLabels, QueryLabels};
+use crate::state::AppState;
+
+/// The engine name reported in responses, logs and metrics.
+const ENGINE: &str = "duckdb";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// One SELECT statement; assets are addressed as `namespace.name`.
+    pub sql: String,
+    /// `json` (default), `csv` or `arrow`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// At most this many rows are returned (default from `query.default_max_rows`).
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+    /// Cancel the query after this long (default `query.default_timeout`).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// `auto` (default) or `duckdb`.
+    #[serde(default)]
+    pub engine: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueryResult {
+    pub columns: Vec<ColumnView>,
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Value>,
+    pub row_count: usize,
+    /// True when more rows existed than `max_rows`.
+    pub truncated: bool,
+    pub engine: String,
+    pub elapsed_ms: f64,
+    /// The assets read and the version of each.
+    pub assets: Vec<AssetRead>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ColumnView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub sql_type: String,
+}
+
+impl From<Column> for ColumnView {
+    fn from(c: Column) -> Self {
+        Self {
+            name: c.name,
+            sql_type: c.sql_type,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssetRead {
+    pub name: String,
+    pub version: String,
+}
+
+enum Format {
+    Json,
+    Csv,
+    Arrow,
+}
+
+#[utoipa::path(post, path = "/api/v1/query", tag = "query", request_body = QueryBody,
+    responses((status = 200, body = QueryResult, description = "JSON; `text/csv` or `application/vnd.apache.arrow.stream` when asked"),
+              (status = 400, body = ErrorBody, description = "invalid SQL; details.position is the character offset"),
+              (status = 403, body = ErrorBody, description = "the SQL does something the sandbox forbids"),
+              (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+pub async fn query(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(body): ApiJson<QueryBody>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Reader)?;
+    let format = match body.format.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("csv") => Format::Csv,
+        Some("arrow") => Format::Arrow,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format must be json, csv or arrow, not '{other}'"
+            ))
+            .with_details(json!({ "field": "format" })))
+        }
+    };
+    match body.engine.as_deref() {
+        None | Some("auto") | Some("duckdb") => {}
+        Some("trino") => {
+            return Err(
+                ApiError::unprocessable("the trino engine is not configured on this node")
+                    .with_details(json!({ "field": "engine" })),
+            )
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "engine must be auto, duckdb or trino, not '{other}'"
+            ))
+            .with_details(json!({ "field": "engine" })))
+        }
+    }
+    let limits = &state.limits;
+    let max_rows = match body.max_rows {
+        None => limits.default_max_rows,
+        Some(n) if n as usize > limits.max_rows_limit || n == 0 => {
+            return Err(ApiError::bad_request(format!(
+                "max_rows must be between 1 and {}",
+                limits.max_rows_limit
+            ))
+            .with_details(json!({ "field": "max_rows" })))
+        }
+        Some(n) => n as usize,
+    };
+    let timeout = match body.timeout_ms {
+        None => limits.default_timeout,
+        Some(ms) if ms == 0 || Duration::from_millis(ms) > limits.max_timeout => {
+            return Err(ApiError::bad_request(format!(
+                "timeout_ms must be between 1 and {}",
+                limits.max_timeout.as_millis()
+            ))
+            .with_details(json!({ "field": "timeout_ms" })))
+        }
+        Some(ms) => Duration::from_millis(ms),
+    };
+
+    let result = state
+        .engine
+        .query(QueryRequest {
+            sql: body.sql,
+            max_rows,
+            timeout,
+        })
+        .await;
+    let output = match result {
+        Ok(output) => output,
+        Err(e) => {
+            let status = match &e {
+                QueryError::Timeout { .. } => "timeout",
+                QueryError::Forbidden(_) | QueryError::Busy { .. } => "rejected",
+                _ => "error",
+            };
+            state
+                .metrics
+                .query_errors
+                .get_or_create(&QueryErrorLabels {
+                    engine: ENGINE.into(),
+                    code: e.code().into(),
+                })
+                .inc();
+            state
+                .metrics
+                .query_duration
+                .get_or_create(&QueryLabels {
+                    engine: ENGINE.into(),
+                    status: status.into(),
+                })
+                .observe(0.0);
+            tracing::info!(
+                engine = ENGINE,
+                error_code = e.code(),
+                "query refused or failed"
+            );
+            return Err(e.into());
+        }
+    };
+    let elapsed = output.elapsed;
+    state
+        .metrics
+        .query_duration
+        .get_or_create(&QueryLabels {
+            engine: ENGINE.into(),
+            status: "ok".into(),
+        })
+        .observe(elapsed.as_secs_f64());
+    state.metrics.query_rows.inc_by(output.rows as u64);
+    let assets: Vec<String> = output
+        .assets
+        .iter()
+        .map(|(name, v)| format!("{name}@v{v}"))
+        .collect();
+    tracing::info!(
+        asset = %assets.join(","),
+        engine = ENGINE,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        rows_returned = output.rows,
+        truncated = output.truncated,
+        "query answered"
+    );
+
+    let mut response = match format {
+        Format::Json => {
+            let rows = format::json_rows(&output)?;
+            let body = QueryResult {
+                columns: format::columns(&output.schema)
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+                row_count: rows.len(),
+                rows,
+                truncated: output.truncated,
+                engine: ENGINE.into(),
+                elapsed_ms: elapsed.as_secs_f64() * 1000.0,
+                assets: output
+                    .assets
+                    .iter()
+                    .map(|(name, v)| AssetRead {
+                        name: name.clone(),
+                        version: format!("v{v}"),
+                    })
+                    .collect(),
+            };
+            axum::Json(body).into_response()
+        }
+        Format::Csv => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            format::csv(&output)?,
+        )
+            .into_response(),
+        Format::Arrow => (
+            [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+            format::arrow_ipc(&output)?,
+        )
+            .into_response(),
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-vega-engine", HeaderValue::from_static(ENGINE));
+    if output.truncated {
+        headers.insert("x-vega-truncated", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}

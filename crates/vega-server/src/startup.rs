@@ -1,0 +1,326 @@
+//! Start-up and shutdown.
+//!
+//! Start: open the catalog (migrations), storage and the engine; refuse to
+//! listen publicly without authentication; install the bootstrap admin key;
+//! recover from a crash (interrupted jobs failed, orphan segment files
+//! removed); register every active version with the engine; bind both ports;
+//! then report ready.
+//!
+//! Shutdown (SIGTERM/SIGINT): readiness turns 503 at once and new API
+//! requests are refused; in-flight requests finish within the grace period;
+//! running sync jobs are given the same bound; then the process exits 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use vega_catalog::Catalog;
+use vega_catalog::SqlCatalog;
+use vega_config::Config;
+use vega_connectors::file::FileConnector;
+use vega_core::{Clock, Id, IdKind, Role, SystemClock};
+use vega_query::{EngineConfig, QueryEngine};
+use vega_storage::SegmentStore;
+use vega_sync::{Failpoint, SyncOptions, SyncService};
+
+use crate::auth::hash_secret;
+use crate::metrics::Metrics;
+use crate::publish::{register_version, EngineListener};
+use crate::router::{api_router, ops_router};
+use crate::state::{AppState, Inner, QueryLimits};
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("refusing to listen on {addr} without authentication: no API key exists. Set auth.bootstrap_admin_key (or VEGA_AUTH__BOOTSTRAP_ADMIN_KEY) to a secret of at least 24 characters, or listen on a loopback address such as 127.0.0.1")]
+    PublicWithoutAuth { addr: SocketAddr },
+    #[error("creating the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the catalog: {0}")]
+    Catalog(#[from] vega_catalog::CatalogError),
+    #[error("opening storage: {0}")]
+    Storage(#[from] vega_storage::StorageError),
+    #[error("starting the query engine: {0}")]
+    Engine(#[from] vega_query::QueryError),
+    #[error("recovering after the last stop: {0}")]
+    Recovery(#[from] vega_sync::SyncError),
+    #[error("binding {what} address {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Start-up options that are not configuration.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// A failpoint for crash tests (`VEGA_FAILPOINT`).
+    pub failpoint: Option<Failpoint>,
+    /// Extra directories the file connector may read (the demo data).
+    pub extra_allowed_roots: Vec<PathBuf>,
+}
+
+/// A started server.
+pub struct RunningServer {
+    pub state: AppState,
+    pub api_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    stop_api: watch::Sender<bool>,
+    stop_ops: watch::Sender<bool>,
+    api_task: JoinHandle<std::io::Result<()>>,
+    ops_task: JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Starts a node on `config`.
+pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServer, StartError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    // Absolute from here on: the engine's sandbox allows exactly this tree.
+    let data_dir = data_dir.canonicalize().map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+
+    let catalog: Arc<dyn Catalog> =
+        Arc::new(SqlCatalog::open_sqlite(&data_dir.join("catalog.db")).await?);
+
+    // Authentication before anything listens.
+    let bootstrap = config
+        .auth
+        .bootstrap_admin_key
+        .as_ref()
+        .map(|s| s.expose().to_string());
+    if let Some(secret) = &bootstrap {
+        ensure_bootstrap_key(catalog.as_ref(), secret, clock.as_ref()).await?;
+    }
+    let keys = catalog.list_api_keys().await?;
+    if keys.is_empty() {
+        if !is_loopback(&config.api.listen) {
+            return Err(StartError::PublicWithoutAuth {
+                addr: config.api.listen,
+            });
+        }
+        tracing::warn!(
+            listen = %config.api.listen,
+            "no API key exists: development mode, every caller is an admin. Set auth.bootstrap_admin_key before exposing Vega"
+        );
+    }
+
+    let store = Arc::new(SegmentStore::open(data_dir.join("segments"))?);
+    let mut roots = config.connectors.file.allowed_roots.clone();
+    roots.extend(options.extra_allowed_roots.iter().cloned());
+    let files = Arc::new(FileConnector::new(roots));
+    let engine = Arc::new(QueryEngine::open(EngineConfig {
+        segments_root: store.root().to_path_buf(),
+        temp_dir: data_dir.join("tmp"),
+        pool_size: config.query.pool_size,
+        max_concurrency: config.query.max_concurrency,
+        queue_timeout: config.query.queue_timeout.into(),
+        threads: config.query.threads,
+        memory_limit_bytes: config.query.memory_limit.as_u64(),
+    })?);
+    let metrics = Arc::new(Metrics::new());
+    let listener = Arc::new(EngineListener {
+        engine: engine.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+    });
+    let sync = SyncService::new(
+        catalog.clone(),
+        store.clone(),
+        files.clone(),
+        clock.clone(),
+        listener,
+        SyncOptions {
+            rows_per_segment: config.sync.rows_per_segment as usize,
+            job_timeout: config.sync.job_timeout.into(),
+            max_concurrent_jobs: config.sync.max_concurrent_jobs,
+            failpoint: options.failpoint.clone(),
+        },
+    );
+
+    let state = AppState {
+        inner: Arc::new(Inner {
+            node_id: Id::generate(IdKind::Node),
+            started: Instant::now(),
+            catalog: catalog.clone(),
+            engine: engine.clone(),
+            sync: sync.clone(),
+            store: store.clone(),
+            files,
+            clock: clock.clone(),
+            metrics,
+            limits: QueryLimits {
+                default_timeout: config.query.default_timeout.into(),
+                max_timeout: config.query.max_timeout.into(),
+                default_max_rows: config.query.default_max_rows as usize,
+                max_rows_limit: config.query.max_rows_limit as usize,
+            },
+            data_dir: data_dir.clone(),
+            draining: AtomicBool::new(false),
+            started_up: AtomicBool::new(false),
+        }),
+    };
+
+    let api_listener = TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "API",
+            addr: config.api.listen,
+            source,
+        })?;
+    let ops_listener = TcpListener::bind(config.ops.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "operations",
+            addr: config.ops.listen,
+            source,
+        })?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "API",
+            addr: config.api.listen,
+            source,
+        })?;
+    let ops_addr = ops_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "operations",
+            addr: config.ops.listen,
+            source,
+        })?;
+
+    let (stop_api, api_rx) = watch::channel(false);
+    let (stop_ops, ops_rx) = watch::channel(false);
+    let api_app = api_router(state.clone(), config.api.max_body_bytes.as_u64() as usize);
+    let ops_app = ops_router(state.clone());
+    let api_task = tokio::spawn(async move {
+        axum::serve(api_listener, api_app)
+            .with_graceful_shutdown(wait_for(api_rx))
+            .await
+    });
+    let ops_task = tokio::spawn(async move {
+        axum::serve(ops_listener, ops_app)
+            .with_graceful_shutdown(wait_for(ops_rx))
+            .await
+    });
+
+    // Recovery and view registration happen with the ports open, so
+    // `/health/live` answers while readiness still says 503.
+    let report = sync.recover().await?;
+    if report.interrupted_jobs > 0 || report.orphan_files_removed > 0 {
+        tracing::warn!(
+            interrupted_jobs = report.interrupted_jobs,
+            orphan_files_removed = report.orphan_files_removed,
+            orphan_bytes_removed = report.orphan_bytes_removed,
+            "recovered from an unclean stop"
+        );
+    }
+    for (asset, version) in catalog.list_active_versions().await? {
+        register_version(&engine, &store, &asset, &version)?;
+    }
+    state.started_up.store(true, Ordering::SeqCst);
+    tracing::info!(api = %api_addr, ops = %ops_addr, node_id = %state.node_id,
+        version = vega_core::VERSION, "vega is ready");
+
+    Ok(RunningServer {
+        state,
+        api_addr,
+        ops_addr,
+        stop_api,
+        stop_ops,
+        api_task,
+        ops_task,
+        grace: config.shutdown.grace_period.into(),
+    })
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn ensure_bootstrap_key(
+    catalog: &dyn Catalog,
+    secret: &str,
+    clock: &dyn Clock,
+) -> Result<(), vega_catalog::CatalogError> {
+    let hash = hash_secret(secret);
+    if catalog.find_api_key_by_hash(&hash).await?.is_some() {
+        return Ok(());
+    }
+    let name = format!("bootstrap-admin-{}", &hash[..8]);
+    catalog
+        .create_api_key(&name, Role::Admin, &hash, clock.now())
+        .await?;
+    tracing::info!(name = %name, "bootstrap admin key installed");
+    Ok(())
+}
+
+impl RunningServer {
+    /// Drains and stops: readiness 503 at once, new API requests refused,
+    /// in-flight requests and sync jobs finish within the grace period.
+    pub async fn shutdown(self) {
+        let started = Instant::now();
+        self.state.start_draining();
+        tracing::info!(
+            grace_ms = self.grace.as_millis() as u64,
+            "draining: readiness is 503, new requests are refused"
+        );
+        let _ = self.stop_api.send(true);
+        let mut api_task = self.api_task;
+        if tokio::time::timeout(self.grace, &mut api_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "in-flight requests did not finish within the grace period; stopping anyway"
+            );
+            api_task.abort();
+        }
+        let left = self.grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, self.state.sync.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(running = self.state.sync.running_jobs(),
+                "sync jobs still running at the end of the grace period; they will be recovered at the next start");
+        }
+        let _ = self.stop_ops.send(true);
+        let mut ops_task = self.ops_task;
+        if tokio::time::timeout(Duration::from_secs(2), &mut ops_task)
+            .await
+            .is_err()
+        {
+            ops_task.abort();
+        }
+        tracing::info!(
+            duration_ms = started.elapsed().as_millis() as u64,
+            "stopped"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! What every handler can reach: the catalog, the engine, sync, storage,
+//! metrics, the clock, and the node's lifecycle flags.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vega_catalog::Catalog;
+use vega_connectors::file::FileConnector;
+use vega_core::{Clock, Id};
+use vega_query::QueryEngine;
+use vega_storage::SegmentStore;
+use vega_sync::SyncService;
+
+use crate::metrics::Metrics;
+
+/// Query limits the API applies to requests.
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    pub default_timeout: Duration,
+    pub max_timeout: Duration,
+    pub default_max_rows: usize,
+    pub max_rows_limit: usize,
+}
+
+/// Shared state, cloned into every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub node_id: Id,
+    pub started: Instant,
+    pub catalog: Arc<dyn Catalog>,
+    pub engine: Arc<QueryEngine>,
+    pub sync: Arc<SyncService>,
+    pub store: Arc<SegmentStore>,
+    pub files: Arc<FileConnector>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub limits: QueryLimits,
+    pub data_dir: std::path::PathBuf,
+    /// Set on SIGTERM: readiness fails and new API requests are refused.
+    pub draining: AtomicBool,
+    /// Set once start-up (recovery, view registration) has finished.
+    pub started_up: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,22 @@
+//! The `vega` binary: parses the command line and wires the parts together.
+//!
+//! - `vega serve [--demo]` runs a node (embedded defaults without a config).
+//! - `vega sql "<query>"` runs SQL against a running node.
+//! - `vega config check` validates a configuration and prints every problem.
+
+mod cli;
+mod demo;
+mod sql_client;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Serve(args) => cli::serve(cli.config.as_deref(), cli.log_format, args),
+        cli::Command::Sql(args) => sql_client::run(args),
+        cli::Command::Config(cli::ConfigCommand::Check) => cli::config_check(cli.config.as_deref()),
+    }
+}

@@ -1,0 +1,117 @@
+//! Benchmarks, run by `bench/query_overhead.sh` (ignored in normal test
+//! runs; they assert nothing about time). They print a Markdown table of
+//! medians and ratios against a baseline measured in the same run.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::server::{server_over, SourceDir};
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Query-path overhead: the same SQL through Vega's HTTP API (sandbox check,
+/// pooled connection, JSON encoding, HTTP) versus DuckDB called directly,
+/// in-process, on the same Parquet files.
+#[test]
+#[ignore = "benchmark: run with bench/query_overhead.sh"]
+fn query_overhead() {
+    let rows: usize = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let src = SourceDir::new();
+    let mut csv = String::with_capacity(rows * 32);
+    csv.push_str("id,category,value,flag\n");
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "{i},cat{},{}.{},{}\n",
+            i % 17,
+            i % 1000,
+            i % 10,
+            i % 2 == 0
+        ));
+    }
+    src.write("bench.csv", &csv);
+    let vega = server_over(&src);
+    let con = vega.file_connection("files", &src.path());
+    let asset = vega.asset(&con, "bench", "t", json!({ "path": "bench.csv" }));
+    assert_eq!(vega.sync(&asset)["state"], "succeeded");
+    let version = &vega.get(&format!("/api/v1/assets/{asset}/versions")).json()[0];
+    let files: Vec<String> = version["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "'{}'",
+                vega.data_dir
+                    .join("segments")
+                    .join(s["path"].as_str().unwrap())
+                    .display()
+            )
+        })
+        .collect();
+
+    let direct = duckdb::Connection::open_in_memory().unwrap();
+    direct
+        .execute_batch(&format!(
+            "CREATE SCHEMA bench; CREATE VIEW bench.t AS SELECT * FROM read_parquet([{}]);",
+            files.join(", ")
+        ))
+        .unwrap();
+
+    let queries = [
+        ("aggregate", "SELECT category, count(*) AS n, avg(value) AS avg_value FROM bench.t GROUP BY category ORDER BY category"),
+        ("point lookup", "SELECT * FROM bench.t WHERE id = 123457"),
+        ("scan 10k rows", "SELECT id, category, value FROM bench.t WHERE flag ORDER BY id LIMIT 10000"),
+    ];
+    println!("\n| query | DuckDB direct (median) | Vega HTTP (median) | ratio |");
+    println!("|---|---|---|---|");
+    for (name, sql) in queries {
+        let mut direct_times = Vec::new();
+        let mut vega_times = Vec::new();
+        // Warm both paths (file cache, plans).
+        for _ in 0..3 {
+            let _: Vec<_> = direct
+                .prepare(sql)
+                .unwrap()
+                .query_arrow([])
+                .unwrap()
+                .collect();
+            vega.sql(sql);
+        }
+        // Interleave the runs so both see the same machine state.
+        for _ in 0..runs {
+            let t = Instant::now();
+            let batches: Vec<_> = direct
+                .prepare(sql)
+                .unwrap()
+                .query_arrow([])
+                .unwrap()
+                .collect();
+            direct_times.push(t.elapsed());
+            assert!(!batches.is_empty());
+            let t = Instant::now();
+            let r = vega.post("/api/v1/query", &json!({ "sql": sql, "max_rows": 100000 }));
+            vega_times.push(t.elapsed());
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+        let d = median(direct_times);
+        let v = median(vega_times);
+        println!(
+            "| {name} | {:.2} ms | {:.2} ms | {:.2} |",
+            d.as_secs_f64() * 1000.0,
+            v.as_secs_f64() * 1000.0,
+            v.as_secs_f64() / d.as_secs_f64()
+        );
+    }
+    println!("\nrows: {rows}, runs per query: {runs}");
+}

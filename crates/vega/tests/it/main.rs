@@ -1,0 +1,15 @@
+//! Vega's integration tests: one test binary (DuckDB is linked once) whose
+//! modules each cover one area, all driving the real `vega` binary through
+//! [`server::TestServer`].
+
+mod api;
+mod auth;
+mod bench;
+mod cli;
+mod crash;
+mod observability;
+mod query;
+mod sandbox;
+mod server;
+mod shutdown;
+mod sync;
