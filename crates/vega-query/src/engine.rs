@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -440,4 +440,201 @@ fn caret_position(text: &str, sql: &str) -> Option<usize> {
         return Some(line_start + column);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn engine(dir: &Path) -> QueryEngine {
+        QueryEngine::open(EngineConfig {
+            segments_root: dir.join("segments"),
+            temp_dir: dir.join("tmp"),
+            pool_size: 2,
+            max_concurrency: 2,
+            queue_timeout: Duration::from_secs(5),
+            threads: 1,
+            memory_limit_bytes: 256 << 20,
+        })
+        .unwrap()
+    }
+
+    fn write_parquet(path: &Path, ids: &[i64]) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(StringArray::from(names)),
+            ],
+        )
+        .unwrap();
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    fn request(sql: &str) -> QueryRequest {
+        QueryRequest {
+            sql: sql.into(),
+            max_rows: 1000,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn first_i64(out: &QueryOutput) -> i64 {
+        out.batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    }
+
+    #[tokio::test]
+    async fn registered_asset_is_queryable_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let file = dir.path().join("segments/a/v1/part-0.parquet");
+        write_parquet(&file, &[1, 2, 3]);
+        e.register(AssetView {
+            namespace: "s".into(),
+            name: "t".into(),
+            version: 1,
+            files: vec![file.canonicalize().unwrap()],
+        })
+        .unwrap();
+        let out = e.query(request("SELECT count(*) FROM s.t")).await.unwrap();
+        assert_eq!(first_i64(&out), 3);
+        assert_eq!(out.assets, vec![("s.t".to_string(), 1)]);
+    }
+
+    #[tokio::test]
+    async fn the_database_itself_refuses_files_outside_the_segment_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let outside = dir.path().join("outside.csv");
+        std::fs::write(&outside, "a\n1\n").unwrap();
+        // Bypass the parser-level check: the second layer alone must hold.
+        for sql in [
+            format!("SELECT * FROM read_csv('{}')", outside.display()),
+            "SELECT * FROM read_text('/etc/passwd')".to_string(),
+            format!(
+                "COPY (SELECT 1) TO '{}'",
+                dir.path().join("x.csv").display()
+            ),
+            "SET enable_external_access = true".to_string(),
+            "INSTALL httpfs".to_string(),
+        ] {
+            let result = e
+                .run(QueryRequestInner {
+                    sql: sql.clone(),
+                    max_rows: 10,
+                    timeout: Duration::from_secs(10),
+                    trusted: true,
+                })
+                .await;
+            assert!(result.is_err(), "{sql} was allowed by the database");
+        }
+        assert!(!dir.path().join("x.csv").exists());
+    }
+
+    #[tokio::test]
+    async fn timeout_interrupts_and_returns_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let started = Instant::now();
+        let err = e
+            .query(QueryRequest {
+                sql: "SELECT count(*) FROM range(1000000000000) t WHERE t.range % 3 = 1".into(),
+                max_rows: 10,
+                timeout: Duration::from_millis(200),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, QueryError::Timeout { timeout_ms: 200 }),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(
+            e.idle_connections(),
+            2,
+            "the interrupted connection is back in the pool"
+        );
+        let out = e.query(request("SELECT 7")).await.unwrap();
+        assert_eq!(out.rows, 1);
+    }
+
+    #[tokio::test]
+    async fn max_rows_truncates() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let out = e
+            .query(QueryRequest {
+                sql: "SELECT * FROM range(5000)".into(),
+                max_rows: 2500,
+                timeout: Duration::from_secs(30),
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.rows, 2500);
+        assert!(out.truncated);
+        let total: usize = out.batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(total, 2500);
+    }
+
+    #[tokio::test]
+    async fn re_registering_switches_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let v1 = dir.path().join("segments/a/v1/p.parquet");
+        let v2 = dir.path().join("segments/a/v2/p.parquet");
+        write_parquet(&v1, &[1]);
+        write_parquet(&v2, &[1, 2]);
+        for (n, f) in [(1, &v1), (2, &v2)] {
+            e.register(AssetView {
+                namespace: "s".into(),
+                name: "t".into(),
+                version: n,
+                files: vec![f.canonicalize().unwrap()],
+            })
+            .unwrap();
+        }
+        let out = e.query(request("SELECT count(*) FROM s.t")).await.unwrap();
+        assert_eq!(first_i64(&out), 2);
+        assert_eq!(out.assets, vec![("s.t".to_string(), 2)]);
+        e.unregister("s", "t").unwrap();
+        assert!(matches!(
+            e.query(request("SELECT * FROM s.t")).await,
+            Err(QueryError::UnknownAsset(_))
+        ));
+    }
+
+    #[test]
+    fn caret_position_is_recovered() {
+        let sql = "SELECT 1 FORM x";
+        let text = format!(
+            "Parser Error: syntax error at or near \"x\"\n\nLINE 1: SELECT 1 FORM x\n{}^",
+            " ".repeat(8 + 14)
+        );
+        assert_eq!(caret_position(&text, sql), Some(14));
+        let sql = "SELECT 1\nFROM nope";
+        let text = format!(
+            "Catalog Error: Table with name nope does not exist!\n\nLINE 2: FROM nope\n{}^",
+            " ".repeat(8 + 5)
+        );
+        assert_eq!(caret_position(&text, sql), Some(9 + 5));
+    }
 }

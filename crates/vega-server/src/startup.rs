@@ -96,10 +96,12 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         source,
     })?;
     // Absolute from here on: the engine's sandbox allows exactly this tree.
-    let data_dir = data_dir.canonicalize().map_err(|source| StartError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
+    let data_dir = data_dir
+        .canonicalize()
+        .map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
 
     let catalog: Arc<dyn Catalog> =
         Arc::new(SqlCatalog::open_sqlite(&data_dir.join("catalog.db")).await?);

@@ -145,6 +145,7 @@ pub async fn query(
         Some(ms) => Duration::from_millis(ms),
     };
 
+    let started = std::time::Instant::now();
     let result = state
         .engine
         .query(QueryRequest {
@@ -176,7 +177,7 @@ pub async fn query(
                     engine: ENGINE.into(),
                     status: status.into(),
                 })
-                .observe(0.0);
+                .observe(started.elapsed().as_secs_f64());
             tracing::info!(
                 engine = ENGINE,
                 error_code = e.code(),

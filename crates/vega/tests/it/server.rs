@@ -48,6 +48,7 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     pub admin_key: Option<String>,
+    log_offset: usize,
     _tmp: Option<tempfile::TempDir>,
     client: reqwest::blocking::Client,
 }
@@ -85,6 +86,11 @@ impl TestServer {
         std::fs::write(&config_path, yaml).expect("config");
 
         let log_path = data_dir.with_extension("log");
+        // A restarted server appends to the same log: read only what this
+        // process writes.
+        let log_offset = std::fs::metadata(&log_path)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -111,6 +117,7 @@ impl TestServer {
             data_dir,
             log_path,
             admin_key: options.admin_key.clone(),
+            log_offset,
             _tmp: tmp,
             client: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(120))
@@ -134,6 +141,7 @@ impl TestServer {
             }
             let logs = self.logs();
             for line in logs.lines() {
+                // (`logs()` only holds this process's lines.)
                 let Ok(v) = serde_json::from_str::<Value>(line) else {
                     continue;
                 };
@@ -175,8 +183,10 @@ impl TestServer {
         }
     }
 
+    /// This process's log.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        let all = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        all.get(self.log_offset..).unwrap_or("").to_string()
     }
 
     /// Parsed JSON log lines.
