@@ -68,14 +68,16 @@ fn query_overhead() {
         ))
         .unwrap();
 
+    let scan = "SELECT id, category, value FROM bench.t WHERE flag ORDER BY id LIMIT 10000";
     let queries = [
-        ("aggregate", "SELECT category, count(*) AS n, avg(value) AS avg_value FROM bench.t GROUP BY category ORDER BY category"),
-        ("point lookup", "SELECT * FROM bench.t WHERE id = 123457"),
-        ("scan 10k rows", "SELECT id, category, value FROM bench.t WHERE flag ORDER BY id LIMIT 10000"),
+        ("aggregate, json", "SELECT category, count(*) AS n, avg(value) AS avg_value FROM bench.t GROUP BY category ORDER BY category", "json"),
+        ("point lookup, json", "SELECT * FROM bench.t WHERE id = 123457", "json"),
+        ("10k rows, json", scan, "json"),
+        ("10k rows, arrow", scan, "arrow"),
     ];
     println!("\n| query | DuckDB direct (median) | Vega HTTP (median) | ratio |");
     println!("|---|---|---|---|");
-    for (name, sql) in queries {
+    for (name, sql, format) in queries {
         let mut direct_times = Vec::new();
         let mut vega_times = Vec::new();
         // Warm both paths (file cache, plans).
@@ -100,7 +102,10 @@ fn query_overhead() {
             direct_times.push(t.elapsed());
             assert!(!batches.is_empty());
             let t = Instant::now();
-            let r = vega.post("/api/v1/query", &json!({ "sql": sql, "max_rows": 100000 }));
+            let r = vega.post(
+                "/api/v1/query",
+                &json!({ "sql": sql, "max_rows": 100000, "format": format }),
+            );
             vega_times.push(t.elapsed());
             assert_eq!(r.status, 200, "{}", r.text);
         }
