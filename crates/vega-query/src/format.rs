@@ -91,50 +91,50 @@ pub fn sql_type_name(t: &DataType) -> String {
     }
 }
 
-/// Rows as JSON arrays, in column order.
-pub fn json_rows(output: &QueryOutput) -> Result<Vec<Value>, QueryError> {
-    let mut rows = Vec::with_capacity(output.rows);
-    let width = output.schema.fields().len();
+/// Writes the rows as a JSON array of arrays (one array per row, values in
+/// column order) in a single pass over the Arrow columns.
+pub fn write_json_rows(output: &QueryOutput, out: &mut Vec<u8>) -> Result<(), QueryError> {
+    let options = arrow::json::writer::EncoderOptions::default();
+    out.push(b'[');
+    let mut first_row = true;
     for batch in &output.batches {
-        // Column names may repeat (`SELECT 1 a, 2 a`); encode under unique
-        // positional names and read them back in order.
-        let renamed = positional(batch)?;
-        let mut writer = arrow::json::ArrayWriter::new(Vec::new());
-        writer
-            .write(&renamed)
-            .map_err(|e| QueryError::Internal(format!("encoding JSON: {e}")))?;
-        writer
-            .finish()
-            .map_err(|e| QueryError::Internal(format!("encoding JSON: {e}")))?;
-        let objects: Vec<serde_json::Map<String, Value>> = if renamed.num_rows() == 0 {
-            Vec::new()
-        } else {
-            serde_json::from_slice(&writer.into_inner())
-                .map_err(|e| QueryError::Internal(format!("re-reading JSON: {e}")))?
-        };
-        for mut object in objects {
-            let row: Vec<Value> = (0..width)
-                .map(|i| object.remove(&format!("c{i}")).unwrap_or(Value::Null))
-                .collect();
-            rows.push(Value::Array(row));
+        let schema = batch.schema();
+        let mut encoders = Vec::with_capacity(batch.num_columns());
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            encoders.push(
+                arrow::json::writer::make_encoder(field, column.as_ref(), &options)
+                    .map_err(|e| QueryError::Internal(format!("encoding JSON: {e}")))?,
+            );
+        }
+        for row in 0..batch.num_rows() {
+            if !first_row {
+                out.push(b',');
+            }
+            first_row = false;
+            out.push(b'[');
+            for (i, encoder) in encoders.iter_mut().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if encoder.is_null(row) {
+                    out.extend_from_slice(b"null");
+                } else {
+                    encoder.encode(row, out);
+                }
+            }
+            out.push(b']');
         }
     }
-    Ok(rows)
+    out.push(b']');
+    Ok(())
 }
 
-fn positional(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
-    let fields: Vec<_> = batch
-        .schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| f.as_ref().clone().with_name(format!("c{i}")))
-        .collect();
-    RecordBatch::try_new(
-        std::sync::Arc::new(Schema::new(fields)),
-        batch.columns().to_vec(),
-    )
-    .map_err(|e| QueryError::Internal(format!("renaming columns: {e}")))
+/// Rows as JSON values (arrays in column order); for tests and small results.
+pub fn json_rows(output: &QueryOutput) -> Result<Vec<Value>, QueryError> {
+    let mut bytes = Vec::new();
+    write_json_rows(output, &mut bytes)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| QueryError::Internal(format!("re-reading JSON: {e}")))
 }
 
 /// CSV with a header line.
