@@ -81,6 +81,10 @@ pub fn openapi() -> OpenApiDoc {
 pub fn api_router(state: AppState, max_body_bytes: usize) -> Router {
     let (api, _) = api_routes().split_for_parts();
     let api = api
+        .layer(from_fn_with_state(
+            state.clone(),
+            telemetry::request_deadline,
+        ))
         .layer(from_fn_with_state(state.clone(), auth::authenticate))
         .layer(from_fn_with_state(
             state.clone(),

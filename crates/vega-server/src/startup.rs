@@ -164,6 +164,7 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
     let state = AppState {
         inner: Arc::new(Inner {
             node_id: Id::generate(IdKind::Node),
+            node_name: config.node.display_name().to_string(),
             started: Instant::now(),
             catalog: catalog.clone(),
             engine: engine.clone(),
@@ -173,6 +174,7 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             clock: clock.clone(),
             metrics,
             limits: QueryLimits {
+                request_timeout: config.api.request_timeout.into(),
                 default_timeout: config.query.default_timeout.into(),
                 max_timeout: config.query.max_timeout.into(),
                 default_max_rows: config.query.default_max_rows as usize,

@@ -17,6 +17,8 @@ use crate::metrics::Metrics;
 /// Query limits the API applies to requests.
 #[derive(Debug, Clone)]
 pub struct QueryLimits {
+    /// Bound on every API request except queries, which have their own.
+    pub request_timeout: Duration,
     pub default_timeout: Duration,
     pub max_timeout: Duration,
     pub default_max_rows: usize,
@@ -31,6 +33,8 @@ pub struct AppState {
 
 pub struct Inner {
     pub node_id: Id,
+    /// The configured display name (`node.name`, default "vega").
+    pub node_name: String,
     pub started: Instant,
     pub catalog: Arc<dyn Catalog>,
     pub engine: Arc<QueryEngine>,

@@ -87,3 +87,32 @@ pub async fn refuse_while_draining(
     }
     next.run(request).await
 }
+
+/// Bounds every API request except queries (which carry their own
+/// `timeout_ms`) by `api.request_timeout`; answers 504 when it passes.
+pub async fn request_deadline(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let is_query = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| p.as_str() == "/api/v1/query");
+    if is_query {
+        return next.run(request).await;
+    }
+    let limit = state.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request did not finish within api.request_timeout ({} ms)",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
+    }
+}

@@ -37,6 +37,8 @@ pub struct HealthReport {
     pub uptime_seconds: f64,
     pub version: String,
     pub node_id: String,
+    /// The configured node name (`node.name`).
+    pub node_name: String,
     pub draining: bool,
     pub services: Vec<ServiceHealth>,
 }
@@ -149,6 +151,7 @@ fn report(state: &AppState, services: Vec<ServiceHealth>, status: &str) -> Healt
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         version: vega_core::VERSION.to_string(),
         node_id: state.node_id.to_string(),
+        node_name: state.node_name.clone(),
         draining: state.is_draining(),
         services,
     }

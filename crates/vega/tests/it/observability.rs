@@ -23,6 +23,7 @@ fn health_endpoints_report_each_service() {
         .unwrap();
     assert_eq!(report["status"], "healthy");
     assert!(report["node_id"].as_str().unwrap().starts_with("node_"));
+    assert_eq!(report["node_name"], "vega");
     assert!(report["uptime_seconds"].as_f64().unwrap() >= 0.0);
     assert!(report["timestamp"].as_str().unwrap().ends_with('Z'));
     assert!(!report["version"].as_str().unwrap().is_empty());
