@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -19,7 +19,7 @@ use duckdb::Connection;
 use tokio::sync::Semaphore;
 
 use crate::error::QueryError;
-use crate::sandbox::{self, CheckedQuery};
+use crate::sandbox::{self, Analysis, CheckedQuery};
 
 /// How the engine is sized and where it may read.
 #[derive(Debug, Clone)]
@@ -75,6 +75,42 @@ pub struct QueryEngine {
     idle: Mutex<Vec<Connection>>,
     slots: Semaphore,
     views: RwLock<HashMap<(String, String), AssetView>>,
+    analyses: Arc<AnalysisCache>,
+}
+
+/// Parse trees of recent statements, by SQL text, so a repeated query
+/// (a dashboard refreshing) skips the parse. Only what the statement
+/// references is cached; the sandbox rules are applied again on every run
+/// against the assets that exist then.
+#[derive(Debug, Default)]
+struct AnalysisCache {
+    entries: Mutex<HashMap<String, Arc<Analysis>>>,
+}
+
+impl AnalysisCache {
+    /// Entries kept at most; the cache is emptied when full.
+    const MAX_ENTRIES: usize = 1024;
+    /// Statements longer than this are not cached (bounds memory).
+    const MAX_SQL_BYTES: usize = 64 * 1024;
+
+    fn get(&self, sql: &str) -> Option<Arc<Analysis>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned()
+    }
+
+    fn put(&self, sql: &str, analysis: Arc<Analysis>) {
+        if sql.len() > Self::MAX_SQL_BYTES {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(sql.to_string(), analysis);
+    }
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -146,6 +182,7 @@ impl QueryEngine {
             idle: Mutex::new(idle),
             slots,
             views: RwLock::new(HashMap::new()),
+            analyses: Arc::new(AnalysisCache::default()),
         })
     }
 
@@ -267,9 +304,10 @@ impl QueryEngine {
         };
         let interrupt = conn.interrupt_handle();
         let views = self.views_snapshot();
+        let analyses = self.analyses.clone();
         let timeout = request.timeout;
         let mut task = tokio::task::spawn_blocking(move || {
-            let result = execute(&conn, &request, &views);
+            let result = execute(&conn, &request, &views, &analyses);
             (conn, result)
         });
         let (conn, result) = match tokio::time::timeout(timeout, &mut task).await {
@@ -330,20 +368,27 @@ fn execute(
     conn: &Connection,
     request: &QueryRequestInner,
     views: &HashMap<(String, String), u32>,
+    analyses: &AnalysisCache,
 ) -> Result<QueryOutput, QueryError> {
     let checked = if request.trusted {
         CheckedQuery::default()
     } else {
-        let serialized: String = conn
-            .query_row(
-                "SELECT json_serialize_sql(?::VARCHAR)",
-                [&request.sql],
-                |row| row.get(0),
-            )
-            .map_err(|e| classify_duckdb_error(e, &request.sql))?;
-        sandbox::check_serialized(&serialized, &|ns, name| {
-            views.contains_key(&(ns.to_string(), name.to_string()))
-        })?
+        let analysis = match analyses.get(&request.sql) {
+            Some(cached) => cached,
+            None => {
+                let serialized: String = conn
+                    .query_row(
+                        "SELECT json_serialize_sql(?::VARCHAR)",
+                        [&request.sql],
+                        |row| row.get(0),
+                    )
+                    .map_err(|e| classify_duckdb_error(e, &request.sql))?;
+                let analysis = Arc::new(sandbox::analyze(&serialized)?);
+                analyses.put(&request.sql, analysis.clone());
+                analysis
+            }
+        };
+        analysis.check(&|ns, name| views.contains_key(&(ns.to_string(), name.to_string())))?
     };
     let assets = checked
         .assets
@@ -616,10 +661,27 @@ mod tests {
         assert_eq!(first_i64(&out), 2);
         assert_eq!(out.assets, vec![("s.t".to_string(), 2)]);
         e.unregister("s", "t").unwrap();
+        // The same text as before: its parse is cached, the rules are not.
         assert!(matches!(
-            e.query(request("SELECT * FROM s.t")).await,
+            e.query(request("SELECT count(*) FROM s.t")).await,
             Err(QueryError::UnknownAsset(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn cached_parse_still_enforces_the_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let sql = "SELECT * FROM read_csv('/etc/passwd')";
+        for _ in 0..2 {
+            assert!(matches!(
+                e.query(request(sql)).await,
+                Err(QueryError::Forbidden(_))
+            ));
+        }
+        for _ in 0..2 {
+            assert_eq!(e.query(request("SELECT 1")).await.unwrap().rows, 1);
+        }
     }
 
     #[test]

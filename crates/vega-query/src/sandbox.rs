@@ -39,6 +39,22 @@ pub fn check_serialized(
     serialized: &str,
     is_asset: &dyn Fn(&str, &str) -> bool,
 ) -> Result<CheckedQuery, QueryError> {
+    analyze(serialized)?.check(is_asset)
+}
+
+/// What one statement references, read from its parse tree. It does not
+/// depend on which assets exist, so it can be cached per SQL text and
+/// checked again against the current assets on every run.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    tables: Vec<TableRef>,
+    table_functions: BTreeSet<String>,
+    ctes: BTreeSet<String>,
+}
+
+/// Reads the output of `json_serialize_sql(sql)`: refuses parse errors,
+/// anything but exactly one `SELECT`, and returns what the statement reads.
+pub fn analyze(serialized: &str) -> Result<Analysis, QueryError> {
     let tree: Value = serde_json::from_str(serialized)
         .map_err(|e| QueryError::Internal(format!("parser output is not JSON: {e}")))?;
     if tree.get("error").and_then(Value::as_bool) == Some(true) {
@@ -63,60 +79,65 @@ pub fn check_serialized(
             })
         }
     }
+    let mut analysis = Analysis::default();
+    collect(&statements[0], &mut analysis);
+    Ok(analysis)
+}
 
-    let mut refs = Refs::default();
-    collect(&statements[0], &mut refs);
-
-    for function in &refs.table_functions {
-        if !ALLOWED_TABLE_FUNCTIONS.contains(&function.as_str()) {
-            return Err(QueryError::Forbidden(format!(
-                "table function '{function}' is not allowed: user SQL reads assets by name \
-                 (namespace.name); allowed table functions are {}",
-                ALLOWED_TABLE_FUNCTIONS.join(", ")
-            )));
-        }
-    }
-
-    let mut assets = BTreeSet::new();
-    for table in &refs.tables {
-        if !table.catalog.is_empty() {
-            return Err(QueryError::BadSql {
-                message: format!(
-                    "'{}.{}.{}': address assets as namespace.name",
-                    table.catalog, table.schema, table.name
-                ),
-                position: None,
-            });
-        }
-        if table.schema.is_empty() {
-            if refs.ctes.contains(&table.name) {
-                continue;
+impl Analysis {
+    /// Applies the sandbox rules against the assets that exist now.
+    pub fn check(&self, is_asset: &dyn Fn(&str, &str) -> bool) -> Result<CheckedQuery, QueryError> {
+        for function in &self.table_functions {
+            if !ALLOWED_TABLE_FUNCTIONS.contains(&function.as_str()) {
+                return Err(QueryError::Forbidden(format!(
+                    "table function '{function}' is not allowed: user SQL reads assets by name \
+                     (namespace.name); allowed table functions are {}",
+                    ALLOWED_TABLE_FUNCTIONS.join(", ")
+                )));
             }
-            return Err(QueryError::UnknownAsset(format!(
-                "'{}' is not an asset: address assets as namespace.name",
-                table.name
-            )));
         }
-        if SYSTEM_SCHEMAS.contains(&table.schema.to_ascii_lowercase().as_str()) {
-            return Err(QueryError::Forbidden(format!(
-                "'{}.{}' is internal to the engine and not queryable",
-                table.schema, table.name
-            )));
+
+        let mut assets = BTreeSet::new();
+        for table in &self.tables {
+            if !table.catalog.is_empty() {
+                return Err(QueryError::BadSql {
+                    message: format!(
+                        "'{}.{}.{}': address assets as namespace.name",
+                        table.catalog, table.schema, table.name
+                    ),
+                    position: None,
+                });
+            }
+            if table.schema.is_empty() {
+                if self.ctes.contains(&table.name) {
+                    continue;
+                }
+                return Err(QueryError::UnknownAsset(format!(
+                    "'{}' is not an asset: address assets as namespace.name",
+                    table.name
+                )));
+            }
+            if SYSTEM_SCHEMAS.contains(&table.schema.to_ascii_lowercase().as_str()) {
+                return Err(QueryError::Forbidden(format!(
+                    "'{}.{}' is internal to the engine and not queryable",
+                    table.schema, table.name
+                )));
+            }
+            let (ns, name) = (
+                table.schema.to_ascii_lowercase(),
+                table.name.to_ascii_lowercase(),
+            );
+            if !is_asset(&ns, &name) {
+                return Err(QueryError::UnknownAsset(format!(
+                    "asset '{ns}.{name}' does not exist"
+                )));
+            }
+            assets.insert(format!("{ns}.{name}"));
         }
-        let (ns, name) = (
-            table.schema.to_ascii_lowercase(),
-            table.name.to_ascii_lowercase(),
-        );
-        if !is_asset(&ns, &name) {
-            return Err(QueryError::UnknownAsset(format!(
-                "asset '{ns}.{name}' does not exist"
-            )));
-        }
-        assets.insert(format!("{ns}.{name}"));
+        Ok(CheckedQuery {
+            assets: assets.into_iter().collect(),
+        })
     }
-    Ok(CheckedQuery {
-        assets: assets.into_iter().collect(),
-    })
 }
 
 fn parse_failure(tree: &Value) -> QueryError {
@@ -144,14 +165,7 @@ fn parse_failure(tree: &Value) -> QueryError {
     QueryError::BadSql { message, position }
 }
 
-#[derive(Debug, Default)]
-struct Refs {
-    tables: Vec<TableRef>,
-    table_functions: BTreeSet<String>,
-    ctes: BTreeSet<String>,
-}
-
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct TableRef {
     catalog: String,
     schema: String,
@@ -164,7 +178,7 @@ fn text(v: &Value, key: &str) -> String {
 
 /// Walks the whole tree: table references can hide in subqueries, CTEs,
 /// set operations, joins and expressions.
-fn collect(v: &Value, refs: &mut Refs) {
+fn collect(v: &Value, refs: &mut Analysis) {
     match v {
         Value::Object(map) => {
             match map.get("type").and_then(Value::as_str) {
