@@ -50,6 +50,33 @@ pub enum ConnectorError {
     #[error("bad data at {location}: {message}")]
     BadData { location: String, message: String },
 
+    /// A source that cannot be reached (connection refused, DNS, a lost
+    /// connection, a timeout). Retryable.
+    #[error("cannot reach {what}: {message}")]
+    Unreachable { what: String, message: String },
+
+    /// The source answered with an error. `permanent` says whether retrying
+    /// the same request can succeed (a 503 can; a missing table cannot).
+    #[error("{what} answered with an error: {message}")]
+    Remote {
+        what: String,
+        message: String,
+        permanent: bool,
+    },
+
+    /// The source refused the credentials. Permanent.
+    #[error("{what} refused the credentials: {message}")]
+    Auth { what: String, message: String },
+
+    /// A secret reference (`{"env": …}` or `{"file": …}`) that cannot be
+    /// resolved. The message never contains the secret.
+    #[error("secret reference {reference} cannot be resolved: {message}")]
+    SecretRef { reference: String, message: String },
+
+    /// The connector does not do what was asked (e.g. incremental reads).
+    #[error("{message}")]
+    Unsupported { message: String },
+
     /// Reading failed at the file-system level. Retryable.
     #[error("cannot read '{}': {source}", path.display())]
     Io {
@@ -98,8 +125,18 @@ impl Classify for ConnectorError {
             | ConnectorError::PathNotFound { .. }
             | ConnectorError::PermissionDenied { .. }
             | ConnectorError::FileTooLarge { .. }
-            | ConnectorError::BadData { .. } => ErrorClass::RuleBroken,
-            ConnectorError::Io { .. } => ErrorClass::Unavailable,
+            | ConnectorError::BadData { .. }
+            | ConnectorError::Auth { .. }
+            | ConnectorError::SecretRef { .. }
+            | ConnectorError::Unsupported { .. }
+            | ConnectorError::Remote {
+                permanent: true, ..
+            } => ErrorClass::RuleBroken,
+            ConnectorError::Io { .. }
+            | ConnectorError::Unreachable { .. }
+            | ConnectorError::Remote {
+                permanent: false, ..
+            } => ErrorClass::Unavailable,
             ConnectorError::Internal { .. } => ErrorClass::Internal,
         }
     }

@@ -11,20 +11,34 @@ use crate::id::Id;
 pub enum ConnectorKind {
     /// Local files (CSV, Parquet, JSON, NDJSON) under configured roots.
     File,
+    /// A PostgreSQL table or query.
+    Postgres,
+    /// JSON or CSV over HTTP(S).
+    Http,
+    /// An InfluxDB 1.x measurement or InfluxQL query.
+    Influxdb,
 }
 
 impl ConnectorKind {
+    /// Every kind, in the order the API documents them.
+    pub const ALL: [ConnectorKind; 4] = [
+        ConnectorKind::File,
+        ConnectorKind::Postgres,
+        ConnectorKind::Http,
+        ConnectorKind::Influxdb,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectorKind::File => "file",
+            ConnectorKind::Postgres => "postgres",
+            ConnectorKind::Http => "http",
+            ConnectorKind::Influxdb => "influxdb",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "file" => Some(ConnectorKind::File),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

@@ -85,6 +85,12 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// The HTTP status of an error class.
 pub fn status_of(class: ErrorClass) -> StatusCode {
     match class {

@@ -23,6 +23,7 @@ use vega_catalog::Catalog;
 use vega_catalog::SqlCatalog;
 use vega_config::Config;
 use vega_connectors::file::FileConnector;
+use vega_connectors::ConnectorRegistry;
 use vega_core::{Clock, Id, IdKind, Role, SystemClock};
 use vega_query::{EngineConfig, QueryEngine};
 use vega_storage::SegmentStore;
@@ -131,7 +132,9 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
     let store = Arc::new(SegmentStore::open(data_dir.join("segments"))?);
     let mut roots = config.connectors.file.allowed_roots.clone();
     roots.extend(options.extra_allowed_roots.iter().cloned());
-    let files = Arc::new(FileConnector::new(roots));
+    let mut registry = ConnectorRegistry::new();
+    registry.register(Arc::new(FileConnector::new(roots)));
+    let connectors = Arc::new(registry);
     let engine = Arc::new(QueryEngine::open(EngineConfig {
         segments_root: store.root().to_path_buf(),
         temp_dir: data_dir.join("tmp"),
@@ -150,7 +153,7 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
     let sync = SyncService::new(
         catalog.clone(),
         store.clone(),
-        files.clone(),
+        connectors.clone(),
         clock.clone(),
         listener,
         SyncOptions {
@@ -170,7 +173,7 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             engine: engine.clone(),
             sync: sync.clone(),
             store: store.clone(),
-            files,
+            connectors,
             clock: clock.clone(),
             metrics,
             limits: QueryLimits {

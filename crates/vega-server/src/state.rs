@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vega_catalog::Catalog;
-use vega_connectors::file::FileConnector;
+use vega_connectors::ConnectorRegistry;
 use vega_core::{Clock, Id};
 use vega_query::QueryEngine;
 use vega_storage::SegmentStore;
@@ -40,7 +40,7 @@ pub struct Inner {
     pub engine: Arc<QueryEngine>,
     pub sync: Arc<SyncService>,
     pub store: Arc<SegmentStore>,
-    pub files: Arc<FileConnector>,
+    pub connectors: Arc<ConnectorRegistry>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub limits: QueryLimits,
@@ -59,6 +59,37 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Runs a connector call (blocking I/O) on a blocking thread, bounded by
+    /// `limit`: a source that hangs cannot hold a request forever.
+    pub async fn connector_call<T, F>(
+        &self,
+        kind: vega_core::ConnectorKind,
+        limit: Duration,
+        call: F,
+    ) -> Result<T, crate::error::ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn vega_connectors::Connector) -> Result<T, vega_connectors::ConnectorError>
+            + Send
+            + 'static,
+    {
+        let connector = self.connectors.get(kind)?;
+        let task = tokio::task::spawn_blocking(move || call(connector.as_ref()));
+        match tokio::time::timeout(limit, task).await {
+            Ok(Ok(result)) => result.map_err(Into::into),
+            Ok(Err(e)) => Err(crate::error::ApiError::from_class(
+                vega_core::ErrorClass::Internal,
+                "internal",
+                format!("connector thread failed: {e}"),
+            )),
+            Err(_) => Err(crate::error::ApiError::unavailable(format!(
+                "the {} source did not answer within {} ms",
+                kind.as_str(),
+                limit.as_millis()
+            ))),
+        }
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }

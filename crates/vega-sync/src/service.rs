@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vega_catalog::{Catalog, CatalogError, JobOutcome, JobProgress};
-use vega_connectors::file::FileConnector;
-use vega_core::{Asset, Classify, Clock, ConnectorKind, Id, Job, JobKind, SyncMode, Version};
+use vega_connectors::ConnectorRegistry;
+use vega_core::{Asset, Classify, Clock, Id, Job, JobKind, SyncMode, Version};
 use vega_storage::{SegmentStore, WriteOptions};
 
 use crate::error::SyncError;
@@ -47,7 +47,7 @@ impl Default for SyncOptions {
 pub struct SyncService {
     catalog: Arc<dyn Catalog>,
     store: Arc<SegmentStore>,
-    files: Arc<FileConnector>,
+    connectors: Arc<ConnectorRegistry>,
     clock: Arc<dyn Clock>,
     listener: Arc<dyn PublishListener>,
     options: SyncOptions,
@@ -111,7 +111,7 @@ impl SyncService {
     pub fn new(
         catalog: Arc<dyn Catalog>,
         store: Arc<SegmentStore>,
-        files: Arc<FileConnector>,
+        connectors: Arc<ConnectorRegistry>,
         clock: Arc<dyn Clock>,
         listener: Arc<dyn PublishListener>,
         options: SyncOptions,
@@ -122,7 +122,7 @@ impl SyncService {
         Arc::new(Self {
             catalog,
             store,
-            files,
+            connectors,
             clock,
             listener,
             options,
@@ -281,12 +281,7 @@ impl SyncService {
         if !connection.enabled {
             return Err(SyncError::ConnectionDisabled(connection.name));
         }
-        if connection.kind != ConnectorKind::File {
-            return Err(SyncError::Unsupported(format!(
-                "connector '{}' cannot run a full sync",
-                connection.kind.as_str()
-            )));
-        }
+        let connector = self.connectors.get(connection.kind)?;
 
         // 1. Write the staged version (blocking I/O on a blocking thread).
         let staging_dir = format!("{}/{}", asset.id, job.id);
@@ -295,7 +290,7 @@ impl SyncService {
             .unwrap_or_else(|e| e.into_inner())
             .insert(staging_dir.clone());
         let result = self
-            .write_check_publish(asset, job, &connection.params, cancel)
+            .write_check_publish(asset, job, connector, &connection.params, cancel)
             .await;
         self.in_flight
             .lock()
@@ -308,10 +303,10 @@ impl SyncService {
         &self,
         asset: &Asset,
         job: &Job,
+        connector: Arc<dyn vega_connectors::Connector>,
         params: &serde_json::Value,
         cancel: Arc<AtomicBool>,
     ) -> Result<Version, SyncError> {
-        let files = self.files.clone();
         let store = self.store.clone();
         let params = params.clone();
         let source_spec = asset.source.clone();
@@ -322,7 +317,7 @@ impl SyncService {
             ..WriteOptions::default()
         };
         let manifest = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
-            let mut source = files.open(&params, &source_spec)?;
+            let mut source = connector.open_full(&params, &source_spec)?;
             let mut staged = store.stage(&asset_id, job_id.as_str(), source.schema(), options)?;
             let written = (|| -> Result<(), SyncError> {
                 while let Some(batch) = source.next_batch()? {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use vega_catalog::{Catalog, SqlCatalog};
 use vega_connectors::file::FileConnector;
+use vega_connectors::ConnectorRegistry;
 use vega_core::{
     Asset, AssetChecks, ConnectorKind, Job, JobState, NewAsset, NewConnection, SyncMode,
     SystemClock, Version,
@@ -95,7 +96,11 @@ fn service(f: &Fixture, failpoint: Option<Failpoint>) -> (Arc<SyncService>, Arc<
     let svc = SyncService::new(
         f.catalog.clone(),
         Arc::new(SegmentStore::open(f.data.join("segments")).unwrap()),
-        Arc::new(FileConnector::new(vec![f.src.clone()])),
+        {
+            let mut registry = ConnectorRegistry::new();
+            registry.register(Arc::new(FileConnector::new(vec![f.src.clone()])));
+            Arc::new(registry)
+        },
         Arc::new(SystemClock),
         recorder.clone(),
         SyncOptions {

@@ -254,3 +254,29 @@ fn normalize_lexically(path: &Path) -> PathBuf {
     }
     out
 }
+
+impl crate::Connector for FileConnector {
+    fn kind(&self) -> vega_core::ConnectorKind {
+        vega_core::ConnectorKind::File
+    }
+
+    fn check_connection(&self, params: &Value) -> Result<(), ConnectorError> {
+        FileConnector::check_connection(self, params).map(|_| ())
+    }
+
+    fn check_source(&self, params: &Value, source: &Value) -> Result<(), ConnectorError> {
+        self.resolve(params, source).map(|_| ())
+    }
+
+    fn test(&self, params: &Value) -> Result<(), ConnectorError> {
+        FileConnector::check_connection(self, params).map(|_| ())
+    }
+
+    fn open_full(
+        &self,
+        params: &Value,
+        source: &Value,
+    ) -> Result<Box<dyn BatchSource>, ConnectorError> {
+        self.open(params, source)
+    }
+}

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use vega_catalog::AssetUpdate;
-use vega_core::{AssetChecks, AssetName, ConnectorKind, Id, IdKind, NewAsset, Role, SyncMode};
+use vega_core::{AssetChecks, AssetName, Id, IdKind, NewAsset, Role, SyncMode};
 
 use super::path_id;
 use super::views::{AssetView, ErrorBody, JobView, VersionView};
@@ -52,12 +52,14 @@ async fn check_source(
     source: &Value,
 ) -> Result<(), ApiError> {
     let connection = state.catalog.get_connection(connection_id).await?;
-    match connection.kind {
-        ConnectorKind::File => {
-            state.files.resolve(&connection.params, source)?;
-        }
-    }
-    Ok(())
+    let source = source.clone();
+    state
+        .connector_call(
+            connection.kind,
+            std::time::Duration::from_secs(30),
+            move |c| c.check_source(&connection.params, &source),
+        )
+        .await
 }
 
 #[utoipa::path(post, path = "/api/v1/assets", tag = "assets", request_body = CreateAsset,

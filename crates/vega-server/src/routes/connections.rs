@@ -47,6 +47,11 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// How long validating parameters may take (no source is contacted).
+const CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a connection test may take.
+const TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn parse_kind(kind: &str) -> Result<ConnectorKind, ApiError> {
     ConnectorKind::parse(kind).ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -77,11 +82,10 @@ pub async fn create_connection(
     check_name(&body.name)?;
     let kind = parse_kind(&body.kind)?;
     let params = normalize_params(body.params);
-    match kind {
-        ConnectorKind::File => {
-            state.files.check_connection(&params)?;
-        }
-    }
+    let checked = params.clone();
+    state
+        .connector_call(kind, CHECK_LIMIT, move |c| c.check_connection(&checked))
+        .await?;
     let connection = state
         .catalog
         .create_connection(
@@ -136,11 +140,12 @@ pub async fn update_connection(
     }
     let params = body.params.map(normalize_params);
     if let Some(params) = &params {
-        match existing.kind {
-            ConnectorKind::File => {
-                state.files.check_connection(params)?;
-            }
-        }
+        let checked = params.clone();
+        state
+            .connector_call(existing.kind, CHECK_LIMIT, move |c| {
+                c.check_connection(&checked)
+            })
+            .await?;
     }
     let updated = state
         .catalog
@@ -229,9 +234,10 @@ pub async fn test_connection(
     let id = path_id(IdKind::Connection, &id)?;
     let connection = state.catalog.get_connection(&id).await?;
     let started = std::time::Instant::now();
-    let result = match connection.kind {
-        ConnectorKind::File => state.files.check_connection(&connection.params).map(|_| ()),
-    };
+    let params = connection.params.clone();
+    let result = state
+        .connector_call(connection.kind, TEST_LIMIT, move |c| c.test(&params))
+        .await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(Json(match result {
         Ok(()) => TestResult {
@@ -241,7 +247,7 @@ pub async fn test_connection(
         },
         Err(e) => TestResult {
             ok: false,
-            message: e.to_string(),
+            message: e.message,
             elapsed_ms,
         },
     }))

@@ -15,9 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
-use vega_core::ConnectorKind;
 
 use crate::state::AppState;
+
+/// How long `/health` waits for one connection's source to answer.
+const CONNECTION_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ServiceHealth {
@@ -119,15 +121,14 @@ pub async fn health(State(state): State<AppState>) -> Response {
                     });
                     continue;
                 }
-                let files = state.files.clone();
-                let health = match c.kind {
-                    ConnectorKind::File => {
-                        timed(&name, async move {
-                            files.check_connection(&c.params).map(|_| ())
-                        })
-                        .await
-                    }
-                };
+                let params = c.params.clone();
+                let health = timed(
+                    &name,
+                    state.connector_call(c.kind, CONNECTION_CHECK_LIMIT, move |conn| {
+                        conn.test(&params)
+                    }),
+                )
+                .await;
                 connections_ok &= health.status == "healthy";
                 services.push(health);
             }

@@ -1,0 +1,7 @@
+//! Test harnesses for the real servers Vega talks to: each starts a
+//! throwaway server on a free loopback port in a temporary directory and
+//! stops it when dropped. For tests only.
+
+pub mod influxdb;
+pub mod ports;
+pub mod postgres;

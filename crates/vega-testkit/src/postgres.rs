@@ -1,0 +1,1 @@
+//! A throwaway PostgreSQL server (being written).
