@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use vega_core::{
     ApiKey, Asset, AssetChecks, Connection, Id, Job, JobKind, JobState, Manifest, NewAsset,
-    NewConnection, Role, Version,
+    NewConnection, Role, Segment, Version,
 };
 
 pub use error::CatalogError;
@@ -37,6 +37,11 @@ pub struct ConnectionUpdate {
 pub struct AssetUpdate {
     pub source: Option<serde_json::Value>,
     pub checks: Option<AssetChecks>,
+    /// `Some(None)` clears the schedule.
+    pub schedule: Option<Option<String>>,
+    /// `Some(None)` clears the watermark (the next incremental sync starts
+    /// from the beginning).
+    pub watermark: Option<Option<serde_json::Value>>,
 }
 
 /// Filters for listing jobs; all are optional and combine with AND.
@@ -120,6 +125,32 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         job_id: Option<&Id>,
         now: DateTime<Utc>,
     ) -> Result<Version>;
+    /// `publish_version`, and in the same transaction the asset's
+    /// watermark becomes `watermark` when it is `Some` (a full sync of an
+    /// incremental asset restarts its watermark from what it read).
+    async fn publish_version_with_watermark(
+        &self,
+        asset_id: &Id,
+        manifest: Manifest,
+        watermark: Option<serde_json::Value>,
+        job_id: Option<&Id>,
+        now: DateTime<Utc>,
+    ) -> Result<Version>;
+    /// In one transaction: appends `segments` to the asset's active version
+    /// (after its existing segments) and stores `watermark` as the asset's
+    /// watermark. With no active version yet, creates version 1 with these
+    /// segments and makes it active (as `publish_version` would). Fails with
+    /// `Conflict` when `schema` differs from the active version's schema (a
+    /// full sync is needed then).
+    async fn append_segments(
+        &self,
+        asset_id: &Id,
+        schema: serde_json::Value,
+        segments: Vec<Segment>,
+        watermark: serde_json::Value,
+        job_id: Option<&Id>,
+        now: DateTime<Utc>,
+    ) -> Result<Version>;
     async fn get_version(&self, asset_id: &Id, number: u32) -> Result<Version>;
     /// Newest first.
     async fn list_versions(&self, asset_id: &Id) -> Result<Vec<Version>>;
@@ -150,6 +181,10 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn get_job(&self, id: &Id) -> Result<Job>;
     async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>>;
     async fn update_job_progress(&self, id: &Id, progress: JobProgress) -> Result<()>;
+    /// A job's attempt failed and it will be tried again: attempts + 1,
+    /// `error` records the failure; the job keeps its state (pending or
+    /// running). Fails with `Conflict` on a finished job.
+    async fn record_job_attempt(&self, id: &Id, error: &str) -> Result<Job>;
     async fn finish_job(&self, id: &Id, outcome: JobOutcome, now: DateTime<Utc>) -> Result<Job>;
     /// Marks every pending or running job as failed with `reason` (a crash
     /// interrupted them); returns them.

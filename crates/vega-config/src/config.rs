@@ -103,6 +103,19 @@ pub const DEFAULT_SYNC_ROWS_PER_SEGMENT: u64 = 1_000_000;
 /// so that its lease is released and it can be retried.
 pub const DEFAULT_SYNC_JOB_TIMEOUT: HumanDuration = HumanDuration::from_hours(1);
 
+/// Three attempts ride out a source restart or a brief network cut without
+/// hammering a source that is really down.
+pub const DEFAULT_SYNC_MAX_ATTEMPTS: u32 = 3;
+/// Accepted `sync.max_attempts`.
+pub const SYNC_MAX_ATTEMPTS_RANGE: RangeInclusive<u32> = 1..=100;
+/// The first retry waits up to one second (full jitter: a random time
+/// between zero and the bound), so retries of many jobs spread out.
+pub const DEFAULT_SYNC_RETRY_INITIAL_BACKOFF: HumanDuration = HumanDuration::from_secs(1);
+/// The bound doubles per attempt up to one minute.
+pub const DEFAULT_SYNC_RETRY_MAX_BACKOFF: HumanDuration = HumanDuration::from_mins(1);
+/// How often the scheduler looks for assets that are due.
+pub const DEFAULT_SYNC_SCHEDULER_TICK: HumanDuration = HumanDuration::from_secs(1);
+
 /// Matches the default termination grace period of Kubernetes, so in-flight
 /// work finishes before the orchestrator kills the process.
 pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: HumanDuration = HumanDuration::from_secs(30);
@@ -284,6 +297,16 @@ pub struct SyncConfig {
     pub rows_per_segment: u64,
     /// A sync job running longer than this is stopped and marked failed.
     pub job_timeout: HumanDuration,
+    /// Attempts per sync job (1 to 100). Only retryable failures (a source
+    /// that cannot be reached, a timeout) are tried again.
+    pub max_attempts: u32,
+    /// Upper bound of the wait before the first retry; each retry waits a
+    /// random time between zero and the bound (full jitter).
+    pub retry_initial_backoff: HumanDuration,
+    /// The bound doubles per attempt up to this.
+    pub retry_max_backoff: HumanDuration,
+    /// How often the scheduler looks for assets whose schedule is due.
+    pub scheduler_tick: HumanDuration,
 }
 
 impl Default for SyncConfig {
@@ -292,6 +315,10 @@ impl Default for SyncConfig {
             max_concurrent_jobs: DEFAULT_SYNC_MAX_CONCURRENT_JOBS,
             rows_per_segment: DEFAULT_SYNC_ROWS_PER_SEGMENT,
             job_timeout: DEFAULT_SYNC_JOB_TIMEOUT,
+            max_attempts: DEFAULT_SYNC_MAX_ATTEMPTS,
+            retry_initial_backoff: DEFAULT_SYNC_RETRY_INITIAL_BACKOFF,
+            retry_max_backoff: DEFAULT_SYNC_RETRY_MAX_BACKOFF,
+            scheduler_tick: DEFAULT_SYNC_SCHEDULER_TICK,
         }
     }
 }

@@ -8,7 +8,8 @@ use std::ops::RangeInclusive;
 
 use crate::config::{
     Config, MAX_NODE_NAME_LEN, MIN_BOOTSTRAP_ADMIN_KEY_LEN, QUERY_MAX_CONCURRENCY_RANGE,
-    QUERY_POOL_SIZE_RANGE, QUERY_THREADS_RANGE, SYNC_MAX_CONCURRENT_JOBS_RANGE,
+    QUERY_POOL_SIZE_RANGE, QUERY_THREADS_RANGE, SYNC_MAX_ATTEMPTS_RANGE,
+    SYNC_MAX_CONCURRENT_JOBS_RANGE,
 };
 use crate::keypath::{dotted, Key, KeyPath};
 use crate::secret::REDACTED;
@@ -205,6 +206,22 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
         s.job_timeout.is_zero(),
         "a zero timeout would fail every job",
     );
+    f.in_range("sync.max_attempts", s.max_attempts, SYNC_MAX_ATTEMPTS_RANGE);
+    f.not_zero(
+        "sync.scheduler_tick",
+        s.scheduler_tick.is_zero(),
+        "the scheduler would spin",
+    );
+    if s.retry_initial_backoff > s.retry_max_backoff {
+        f.add_related(
+            "sync.retry_initial_backoff",
+            "sync.retry_max_backoff",
+            format!(
+                "must not exceed sync.retry_max_backoff ({})",
+                s.retry_max_backoff
+            ),
+        );
+    }
 
     for (index, root) in config.connectors.file.allowed_roots.iter().enumerate() {
         let mut path = dotted("connectors.file.allowed_roots");

@@ -104,6 +104,14 @@ pub struct Asset {
     pub source: serde_json::Value,
     /// Checks a new version must pass before it is published.
     pub checks: AssetChecks,
+    /// When to sync on its own: an interval (`"15m"`) or a cron expression
+    /// (`"0 */5 * * * *"`, with seconds); `None` syncs only when asked.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Where the next incremental sync resumes (a serialized watermark of
+    /// the connector); `None` before the first incremental sync.
+    #[serde(default)]
+    pub watermark: Option<serde_json::Value>,
     /// The version queries read, if any has been published.
     pub active_version: Option<u32>,
     pub created_at: DateTime<Utc>,
@@ -125,6 +133,9 @@ pub struct NewAsset {
     pub sync_mode: SyncMode,
     pub source: serde_json::Value,
     pub checks: AssetChecks,
+    /// See [`Asset::schedule`].
+    #[serde(default)]
+    pub schedule: Option<String>,
 }
 
 /// Checks run on a freshly written version before it is published.

@@ -54,6 +54,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(query::query))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::delete_key))
 }

@@ -27,7 +27,7 @@ use vega_connectors::ConnectorRegistry;
 use vega_core::{Clock, Id, IdKind, Role, SystemClock};
 use vega_query::{EngineConfig, QueryEngine};
 use vega_storage::SegmentStore;
-use vega_sync::{Failpoint, SyncOptions, SyncService};
+use vega_sync::{Failpoint, Scheduler, SyncOptions, SyncService};
 
 use crate::auth::hash_secret;
 use crate::metrics::Metrics;
@@ -79,6 +79,8 @@ pub struct RunningServer {
     pub ops_addr: SocketAddr,
     stop_api: watch::Sender<bool>,
     stop_ops: watch::Sender<bool>,
+    stop_scheduler: watch::Sender<bool>,
+    scheduler_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
     ops_task: JoinHandle<std::io::Result<()>>,
     grace: Duration,
@@ -134,6 +136,9 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
     roots.extend(options.extra_allowed_roots.iter().cloned());
     let mut registry = ConnectorRegistry::new();
     registry.register(Arc::new(FileConnector::new(roots)));
+    registry.register(Arc::new(vega_connector_postgres::PostgresConnector::new()));
+    registry.register(Arc::new(vega_connector_influxdb::InfluxdbConnector::new()));
+    registry.register(Arc::new(vega_connector_http::HttpConnector::new()));
     let connectors = Arc::new(registry);
     let engine = Arc::new(QueryEngine::open(EngineConfig {
         segments_root: store.root().to_path_buf(),
@@ -160,6 +165,9 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             rows_per_segment: config.sync.rows_per_segment as usize,
             job_timeout: config.sync.job_timeout.into(),
             max_concurrent_jobs: config.sync.max_concurrent_jobs,
+            max_attempts: config.sync.max_attempts,
+            retry_initial_backoff: config.sync.retry_initial_backoff.into(),
+            retry_max_backoff: config.sync.retry_max_backoff.into(),
             failpoint: options.failpoint.clone(),
         },
     );
@@ -247,6 +255,14 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
     for (asset, version) in catalog.list_active_versions().await? {
         register_version(&engine, &store, &asset, &version)?;
     }
+    let (stop_scheduler, scheduler_rx) = watch::channel(false);
+    let scheduler_task = Scheduler {
+        catalog: catalog.clone(),
+        sync: sync.clone(),
+        clock: clock.clone(),
+        tick: config.sync.scheduler_tick.into(),
+    }
+    .spawn(scheduler_rx);
     state.started_up.store(true, Ordering::SeqCst);
     tracing::info!(api = %api_addr, ops = %ops_addr, node_id = %state.node_id,
         version = vega_core::VERSION, "vega is ready");
@@ -257,6 +273,8 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         ops_addr,
         stop_api,
         stop_ops,
+        stop_scheduler,
+        scheduler_task,
         api_task,
         ops_task,
         grace: config.shutdown.grace_period.into(),
@@ -298,6 +316,7 @@ impl RunningServer {
             grace_ms = self.grace.as_millis() as u64,
             "draining: readiness is 503, new requests are refused"
         );
+        let _ = self.stop_scheduler.send(true);
         let _ = self.stop_api.send(true);
         let mut api_task = self.api_task;
         if tokio::time::timeout(self.grace, &mut api_task)
@@ -317,6 +336,7 @@ impl RunningServer {
             tracing::warn!(running = self.state.sync.running_jobs(),
                 "sync jobs still running at the end of the grace period; they will be recovered at the next start");
         }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.scheduler_task).await;
         let _ = self.stop_ops.send(true);
         let mut ops_task = self.ops_task;
         if tokio::time::timeout(Duration::from_secs(2), &mut ops_task)

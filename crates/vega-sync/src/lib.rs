@@ -9,8 +9,11 @@
 
 mod error;
 mod failpoint;
+pub mod schedule;
+mod scheduler;
 mod service;
 
 pub use error::SyncError;
 pub use failpoint::{FailAction, Failpoint};
+pub use scheduler::Scheduler;
 pub use service::{PublishListener, RecoveryReport, SyncOptions, SyncService};

@@ -1,13 +1,13 @@
 //! The sync service: starts sync jobs, runs them on blocking threads under a
 //! concurrency limit and a timeout, and recovers after a crash.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vega_catalog::{Catalog, CatalogError, JobOutcome, JobProgress};
-use vega_connectors::ConnectorRegistry;
+use vega_connectors::{BatchSource, ConnectorRegistry, IncrementalSource, Watermark};
 use vega_core::{Asset, Classify, Clock, Id, Job, JobKind, SyncMode, Version};
 use vega_storage::{SegmentStore, WriteOptions};
 
@@ -27,8 +27,15 @@ pub trait PublishListener: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
     pub rows_per_segment: usize,
+    /// Bound on a whole job, all attempts included.
     pub job_timeout: Duration,
     pub max_concurrent_jobs: usize,
+    /// Attempts per job; only retryable failures are tried again.
+    pub max_attempts: u32,
+    /// Full-jitter backoff: the wait before retry `n` is random in
+    /// `[0, min(retry_max_backoff, retry_initial_backoff * 2^(n-1))]`.
+    pub retry_initial_backoff: Duration,
+    pub retry_max_backoff: Duration,
     pub failpoint: Option<Failpoint>,
 }
 
@@ -38,6 +45,9 @@ impl Default for SyncOptions {
             rows_per_segment: 1_000_000,
             job_timeout: Duration::from_secs(3600),
             max_concurrent_jobs: 2,
+            max_attempts: 3,
+            retry_initial_backoff: Duration::from_secs(1),
+            retry_max_backoff: Duration::from_secs(60),
             failpoint: None,
         }
     }
@@ -55,6 +65,8 @@ pub struct SyncService {
     /// Staging directories of jobs in flight; orphan clean-up keeps them.
     in_flight: Mutex<HashSet<String>>,
     tasks: tokio_util_tracker::Tracker,
+    /// Cancel flags of the jobs running in this process.
+    cancels: Mutex<HashMap<Id, Arc<AtomicBool>>>,
 }
 
 impl std::fmt::Debug for SyncService {
@@ -129,6 +141,7 @@ impl SyncService {
             slots,
             in_flight: Mutex::new(HashSet::new()),
             tasks: Default::default(),
+            cancels: Mutex::new(HashMap::new()),
         })
     }
 
@@ -176,18 +189,31 @@ impl SyncService {
 
     /// Starts a sync of `asset_id` in the background and returns its job.
     /// Fails with a conflict naming the running job when one already runs.
+    ///
+    /// `Full` reads everything into a new version (for an incremental asset
+    /// it also resets the watermark); `Incremental` appends what is new
+    /// since the asset's watermark to its active version.
     pub async fn start(self: &Arc<Self>, asset_id: &Id, mode: SyncMode) -> Result<Job, SyncError> {
         let asset = self.catalog.get_asset(asset_id).await?;
-        if mode != SyncMode::Full {
-            return Err(SyncError::Unsupported(format!(
-                "sync mode '{}' is not supported for this asset yet; use mode=full",
-                mode.as_str()
-            )));
+        match (asset.sync_mode, mode) {
+            (_, SyncMode::Stream) | (SyncMode::Stream, _) => {
+                return Err(SyncError::Unsupported(
+                    "stream assets are fed by ingest, not by sync".into(),
+                ))
+            }
+            (SyncMode::Full, SyncMode::Incremental) => {
+                return Err(SyncError::Unsupported(format!(
+                    "asset {} syncs in full mode; set its sync_mode to incremental (with a cursor in its source) to sync incrementally",
+                    asset.qualified_name()
+                )))
+            }
+            _ => {}
         }
         let connection = self.catalog.get_connection(&asset.connection_id).await?;
         if !connection.enabled {
             return Err(SyncError::ConnectionDisabled(connection.name));
         }
+        self.connectors.get(connection.kind)?;
         let job = self
             .catalog
             .start_job(
@@ -197,36 +223,133 @@ impl SyncService {
                 self.clock.now(),
             )
             .await?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.id.clone(), cancel.clone());
         let this = self.clone();
         let guard = self.tasks.enter();
         let spawned = job.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            this.run_job(asset, spawned).await;
+            this.run_job(asset, spawned, mode, cancel).await;
         });
         Ok(job)
     }
 
-    /// Runs a started job to its end and records the outcome.
-    async fn run_job(&self, asset: Asset, job: Job) {
+    /// Cancels a pending or running job. A job running in this process
+    /// stops at its next batch and is recorded as cancelled; a job that no
+    /// process runs any more is recorded as cancelled at once.
+    pub async fn cancel(&self, job_id: &Id) -> Result<Job, SyncError> {
+        let job = self.catalog.get_job(job_id).await?;
+        if job.state.is_finished() {
+            return Err(SyncError::Catalog(vega_catalog::CatalogError::Conflict {
+                message: format!("job {job_id} already {}", job.state.as_str()),
+                existing: Some(job_id.to_string()),
+            }));
+        }
+        let flag = self
+            .cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(job_id)
+            .cloned();
+        match flag {
+            Some(flag) => {
+                flag.store(true, Ordering::SeqCst);
+                // Give the job a moment to stop and record itself.
+                for _ in 0..100 {
+                    let now = self.catalog.get_job(job_id).await?;
+                    if now.state.is_finished() {
+                        return Ok(now);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(self.catalog.get_job(job_id).await?)
+            }
+            None => Ok(self
+                .catalog
+                .finish_job(
+                    job_id,
+                    JobOutcome::Cancelled {
+                        reason: "cancelled by an operator".into(),
+                    },
+                    self.clock.now(),
+                )
+                .await?),
+        }
+    }
+
+    /// The wait before retry number `attempt` (1-based): full jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
+        let bound = self
+            .options
+            .retry_initial_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.options.retry_max_backoff);
+        bound.mul_f64(rand::random::<f64>())
+    }
+
+    /// Runs a started job, with retries, to its end and records the outcome.
+    async fn run_job(&self, asset: Asset, job: Job, mode: SyncMode, cancel: Arc<AtomicBool>) {
         let started = Instant::now();
         let _slot = self.slots.clone().acquire_owned().await;
-        let cancel = Arc::new(AtomicBool::new(false));
-        let result = match tokio::time::timeout(
-            self.options.job_timeout,
-            self.full_sync(&asset, &job, cancel.clone()),
-        )
-        .await
-        {
+        let attempts = async {
+            let mut attempt = 1u32;
+            loop {
+                let result = self
+                    .attempt(&asset.id, &job, mode, attempt, cancel.clone())
+                    .await;
+                match result {
+                    Err(e)
+                        if e.is_retryable()
+                            && attempt < self.options.max_attempts
+                            && !cancel.load(Ordering::SeqCst) =>
+                    {
+                        let wait = self.backoff(attempt);
+                        tracing::warn!(
+                            asset = %asset.qualified_name(), job_id = %job.id, attempt,
+                            error = %e, retry_in_ms = wait.as_millis() as u64,
+                            "sync attempt failed; retrying"
+                        );
+                        if let Err(record) = self
+                            .catalog
+                            .record_job_attempt(&job.id, &e.to_string())
+                            .await
+                        {
+                            tracing::error!(job_id = %job.id, error = %record, "recording a failed attempt failed");
+                        }
+                        let until = Instant::now() + wait;
+                        while Instant::now() < until && !cancel.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20).min(wait)).await;
+                        }
+                        attempt += 1;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        let result = match tokio::time::timeout(self.options.job_timeout, attempts).await {
             Ok(result) => result,
             Err(_) => {
                 cancel.store(true, Ordering::SeqCst);
                 Err(SyncError::Timeout(self.options.job_timeout.as_secs()))
             }
         };
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job.id);
+        let cancelled =
+            cancel.load(Ordering::SeqCst) && !matches!(result, Err(SyncError::Timeout(_)));
         let outcome = match &result {
             Ok(version) => JobOutcome::Succeeded {
                 result_version: Some(version.number),
+            },
+            Err(_) if cancelled => JobOutcome::Cancelled {
+                reason: "cancelled by an operator".into(),
             },
             Err(e) => JobOutcome::Failed {
                 error: e.to_string(),
@@ -236,11 +359,11 @@ impl SyncService {
             Ok(v) => tracing::info!(
                 asset = %asset.qualified_name(), job_id = %job.id, version = v.number,
                 rows = v.manifest.rows(), duration_ms = started.elapsed().as_millis() as u64,
-                "sync published a new version"
+                mode = mode.as_str(), "sync published"
             ),
             Err(e) => tracing::warn!(
                 asset = %asset.qualified_name(), job_id = %job.id, error = %e,
-                retryable = e.is_retryable(), "sync failed; the previous version stays active"
+                retryable = e.is_retryable(), cancelled, "sync failed; the previous version stays active"
             ),
         }
         if matches!(result, Err(SyncError::Failpoint(_))) && self.crash_armed() {
@@ -270,27 +393,38 @@ impl SyncService {
         }
     }
 
-    /// Write, check, publish. Public for tests that drive one step at a time.
-    pub async fn full_sync(
+    /// One attempt: read, write, check, publish (or append).
+    async fn attempt(
         &self,
-        asset: &Asset,
+        asset_id: &Id,
         job: &Job,
+        mode: SyncMode,
+        attempt: u32,
         cancel: Arc<AtomicBool>,
     ) -> Result<Version, SyncError> {
+        // Fresh state each attempt: the watermark may have moved.
+        let asset = self.catalog.get_asset(asset_id).await?;
         let connection = self.catalog.get_connection(&asset.connection_id).await?;
         if !connection.enabled {
             return Err(SyncError::ConnectionDisabled(connection.name));
         }
         let connector = self.connectors.get(connection.kind)?;
-
-        // 1. Write the staged version (blocking I/O on a blocking thread).
-        let staging_dir = format!("{}/{}", asset.id, job.id);
+        let staging_id = format!("{}-{attempt}", job.id);
+        let staging_dir = format!("{}/{staging_id}", asset.id);
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(staging_dir.clone());
         let result = self
-            .write_check_publish(asset, job, connector, &connection.params, cancel)
+            .write_check_publish(
+                &asset,
+                job,
+                mode,
+                &staging_id,
+                connector,
+                &connection.params,
+                cancel,
+            )
             .await;
         self.in_flight
             .lock()
@@ -299,44 +433,76 @@ impl SyncService {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn write_check_publish(
         &self,
         asset: &Asset,
         job: &Job,
+        mode: SyncMode,
+        staging_id: &str,
         connector: Arc<dyn vega_connectors::Connector>,
         params: &serde_json::Value,
         cancel: Arc<AtomicBool>,
     ) -> Result<Version, SyncError> {
+        let incremental_asset = asset.sync_mode == SyncMode::Incremental;
+        let appending = mode == SyncMode::Incremental;
+        let since: Watermark = match (&asset.watermark, appending) {
+            (Some(w), true) => serde_json::from_value(w.clone()).map_err(|e| {
+                SyncError::Internal(format!(
+                    "stored watermark of {} is unreadable: {e}",
+                    asset.qualified_name()
+                ))
+            })?,
+            _ => Watermark::default(),
+        };
         let store = self.store.clone();
         let params = params.clone();
         let source_spec = asset.source.clone();
         let asset_id = asset.id.clone();
-        let job_id = job.id.clone();
+        let staging_id = staging_id.to_string();
         let options = WriteOptions {
             rows_per_segment: self.options.rows_per_segment,
             ..WriteOptions::default()
         };
-        let manifest = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
-            let mut source = connector.open_full(&params, &source_spec)?;
-            let mut staged = store.stage(&asset_id, job_id.as_str(), source.schema(), options)?;
+        let (manifest, watermark) = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
+            let mut incremental: Option<Box<dyn IncrementalSource>> = None;
+            let mut full: Option<Box<dyn BatchSource>> = None;
+            if incremental_asset {
+                incremental = Some(connector.open_incremental(&params, &source_spec, &since)?);
+            } else {
+                full = Some(connector.open_full(&params, &source_spec)?);
+            }
+            let source: &mut dyn BatchSource = match (incremental.as_mut(), full.as_mut()) {
+                (Some(i), _) => i.as_mut(),
+                (None, Some(f)) => f.as_mut(),
+                (None, None) => return Err(SyncError::Internal("no source was opened".into())),
+            };
+            let schema = source.schema();
+            let mut staged = store.stage(&asset_id, &staging_id, schema.clone(), options)?;
             let written = (|| -> Result<(), SyncError> {
                 while let Some(batch) = source.next_batch()? {
                     if cancel.load(Ordering::SeqCst) {
-                        return Err(SyncError::Cancelled("stopped by timeout".into()));
+                        return Err(SyncError::Cancelled("stopped before it finished".into()));
                     }
                     staged.write(&batch)?;
                 }
                 Ok(())
             })();
-            match written {
-                Ok(()) => Ok(staged.finish()?),
-                Err(e) => {
-                    if let Err(cleanup) = staged.abort() {
-                        tracing::warn!(error = %cleanup, "removing a failed sync's files failed; orphan clean-up will retry");
-                    }
-                    Err(e)
+            if let Err(e) = written {
+                if let Err(cleanup) = staged.abort() {
+                    tracing::warn!(error = %cleanup, "removing a failed sync's files failed; orphan clean-up will retry");
                 }
+                return Err(e);
             }
+            // The source is exhausted: its watermark covers every row read.
+            let watermark = incremental.as_ref().map(|i| i.watermark());
+            if appending && staged.rows() == 0 {
+                staged.abort()?;
+                let schema = serde_json::to_value(schema.as_ref())
+                    .map_err(|e| SyncError::Internal(format!("encoding the schema: {e}")))?;
+                return Ok((vega_core::Manifest { schema, segments: Vec::new() }, watermark));
+            }
+            Ok((staged.finish()?, watermark))
         })
         .await
         .map_err(|e| SyncError::Internal(format!("sync thread: {e}")))??;
@@ -371,7 +537,9 @@ impl SyncService {
         }
 
         // 2. Check: files readable with the right rows and schema; rules.
-        let check = {
+        let check = if manifest.segments.is_empty() {
+            Ok(())
+        } else {
             let store = self.store.clone();
             let manifest = manifest.clone();
             tokio::task::spawn_blocking(move || store.validate(&manifest))
@@ -381,10 +549,12 @@ impl SyncService {
         let check = check
             .map_err(SyncError::from)
             .and_then(|()| match asset.checks.min_rows {
-                Some(min) if manifest.rows() < min => Err(SyncError::CheckFailed(format!(
-                    "min_rows: the new version has {} rows, the asset requires at least {min}",
-                    manifest.rows()
-                ))),
+                Some(min) if !appending && manifest.rows() < min => {
+                    Err(SyncError::CheckFailed(format!(
+                        "min_rows: the new version has {} rows, the asset requires at least {min}",
+                        manifest.rows()
+                    )))
+                }
                 _ => Ok(()),
             });
         if let Err(e) = check.and_then(|()| self.failpoint("sync.after_checks")) {
@@ -394,12 +564,37 @@ impl SyncService {
             return Err(e);
         }
 
-        // 3. Publish: one catalog transaction makes the version active.
-        let version = match self
-            .catalog
-            .publish_version(&asset.id, manifest.clone(), Some(&job.id), self.clock.now())
-            .await
-        {
+        // 3. Publish: one catalog transaction makes the data visible.
+        let now = self.clock.now();
+        let watermark_json = watermark
+            .map(|w| {
+                serde_json::to_value(w)
+                    .map_err(|e| SyncError::Internal(format!("encoding the watermark: {e}")))
+            })
+            .transpose()?;
+        let published = if appending {
+            self.catalog
+                .append_segments(
+                    &asset.id,
+                    manifest.schema.clone(),
+                    manifest.segments.clone(),
+                    watermark_json.unwrap_or(serde_json::Value::Null),
+                    Some(&job.id),
+                    now,
+                )
+                .await
+        } else {
+            self.catalog
+                .publish_version_with_watermark(
+                    &asset.id,
+                    manifest.clone(),
+                    watermark_json,
+                    Some(&job.id),
+                    now,
+                )
+                .await
+        };
+        let version = match published {
             Ok(v) => v,
             Err(e) => {
                 // Not committed: the files are unreferenced.
@@ -410,7 +605,12 @@ impl SyncService {
             }
         };
         self.failpoint("sync.after_publish")?;
-        self.listener.published(asset, &version);
+        let asset = self
+            .catalog
+            .get_asset(&asset.id)
+            .await
+            .unwrap_or_else(|_| asset.clone());
+        self.listener.published(&asset, &version);
         Ok(version)
     }
 

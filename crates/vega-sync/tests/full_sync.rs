@@ -77,6 +77,7 @@ async fn fixture(min_rows: Option<u64>) -> Fixture {
                 sync_mode: SyncMode::Full,
                 source: json!({ "path": "t.csv" }),
                 checks: AssetChecks { min_rows },
+                schedule: None,
             },
             now,
         )

@@ -83,8 +83,11 @@ impl TestInfluxdb {
             rpc_port = free_port();
         }
         let config = dir.path().join("influxdb.conf");
-        fs::write(&config, config_text(dir.path(), port, rpc_port, auth.is_some()))
-            .map_err(|e| format!("writing {}: {e}", config.display()))?;
+        fs::write(
+            &config,
+            config_text(dir.path(), port, rpc_port, auth.is_some()),
+        )
+        .map_err(|e| format!("writing {}: {e}", config.display()))?;
         let log_path = dir.path().join("influxd.log");
         let log = fs::File::create(&log_path).map_err(|e| format!("creating the log: {e}"))?;
         let log_err = log
@@ -99,9 +102,7 @@ impl TestInfluxdb {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .spawn()
-            .map_err(|e| {
-                format!("running influxd (install the Debian `influxdb` package): {e}")
-            })?;
+            .map_err(|e| format!("running influxd (install the Debian `influxdb` package): {e}"))?;
         let http = reqwest::blocking::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
@@ -309,7 +310,9 @@ fn toml_string(path: &Path) -> String {
 fn quote_ident(name: &str) -> String {
     format!(
         "\"{}\"",
-        name.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+        name.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
     )
 }
 

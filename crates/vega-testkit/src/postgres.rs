@@ -1,1 +1,380 @@
-//! A throwaway PostgreSQL server (being written).
+//! A throwaway PostgreSQL server for tests.
+//!
+//! [`TestPostgres::start`] runs Debian's `initdb` and `pg_ctl` (from
+//! `/usr/lib/postgresql/<version>/bin`, newest version first; the
+//! `VEGA_TEST_PG_BIN` environment variable may name another directory) in a
+//! fresh temporary directory, listening on 127.0.0.1 only, on a free port,
+//! with its unix socket inside that directory. The superuser role has a
+//! random password and every connection, local or TCP, must give it
+//! (`scram-sha-256`), so password authentication is really exercised.
+//!
+//! PostgreSQL refuses to run as root: when the tests run as root the
+//! directory is handed to the `postgres` user and the server tools run
+//! through `runuser -u postgres --`.
+//!
+//! Each instance has its own directory and port, so parallel tests are
+//! safe. The server is stopped (`pg_ctl stop -m immediate`) when the value
+//! is dropped. Failures to start panic: this is test code.
+
+use std::ffi::CString;
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tempfile::TempDir;
+
+use crate::ports::free_port;
+
+/// How long to wait for the server to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The superuser role the tests connect as.
+const USER: &str = "vega_test";
+/// The database the tests connect to (created by `initdb`).
+const DATABASE: &str = "postgres";
+
+/// A running throwaway PostgreSQL server; stopped on drop.
+pub struct TestPostgres {
+    dir: TempDir,
+    bin: PathBuf,
+    port: u16,
+    password: String,
+    /// `Some((uid, gid))` of the `postgres` user when running as root.
+    run_as: Option<(u32, u32)>,
+    running: bool,
+}
+
+impl std::fmt::Debug for TestPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestPostgres")
+            .field("dir", &self.dir.path())
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestPostgres {
+    /// Initializes and starts a server; waits (bounded) until it accepts
+    /// connections. Panics with the server's log on failure.
+    pub fn start() -> Self {
+        let bin = find_bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("vega-pg-")
+            .tempdir()
+            .expect("creating a temporary directory for PostgreSQL");
+        let run_as = if unsafe { libc::geteuid() } == 0 {
+            Some(postgres_user())
+        } else {
+            None
+        };
+        let password = random_password();
+        let pwfile = dir.path().join("pwfile");
+        fs::write(&pwfile, format!("{password}\n")).expect("writing the password file");
+        if let Some((uid, gid)) = run_as {
+            chown(dir.path(), uid, gid);
+            chown(&pwfile, uid, gid);
+        }
+
+        let mut pg = TestPostgres {
+            dir,
+            bin,
+            port: 0,
+            password,
+            run_as,
+            running: false,
+        };
+        let data = pg.data_dir();
+        let out = pg.run_tool(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                USER.as_ref(),
+                "--auth=scram-sha-256".as_ref(),
+                "--pwfile".as_ref(),
+                pwfile.as_os_str(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                "--locale=C".as_ref(),
+                "--no-sync".as_ref(),
+                "--no-instructions".as_ref(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = fs::remove_file(&pwfile);
+
+        // A port that was free may be taken by the time the server binds
+        // it: try a few.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            pg.port = free_port();
+            match pg.try_start_server() {
+                Ok(()) => {
+                    pg.running = true;
+                    pg.wait_ready();
+                    return pg;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("PostgreSQL did not start: {last_error}");
+    }
+
+    /// `postgres://user:password@127.0.0.1:port/postgres`.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{USER}:{}@127.0.0.1:{}/{DATABASE}",
+            self.password, self.port
+        )
+    }
+
+    /// Always `127.0.0.1`.
+    pub fn host(&self) -> &str {
+        "127.0.0.1"
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser role to connect as.
+    pub fn user(&self) -> &str {
+        USER
+    }
+
+    /// The role's password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The database to connect to.
+    pub fn database(&self) -> &str {
+        DATABASE
+    }
+
+    /// The temporary directory holding the data directory, the log and the
+    /// unix socket.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs SQL (one or more statements) through `psql`, stopping at the
+    /// first error. Returns psql's unaligned, tuples-only output.
+    pub fn try_execute(&self, sql: &str) -> Result<String, String> {
+        let mut child = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", USER, "-d", DATABASE, "-f", "-"])
+            .env("PGPASSWORD", &self.password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env_remove("PGSERVICE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running psql: {e}"))?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().ok_or("psql has no stdin")?;
+            stdin
+                .write_all(sql.as_bytes())
+                .map_err(|e| format!("writing to psql: {e}"))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Like [`try_execute`](Self::try_execute), panicking on failure.
+    pub fn execute(&self, sql: &str) -> String {
+        self.try_execute(sql)
+            .unwrap_or_else(|e| panic!("SQL failed: {e}\n--- SQL:\n{sql}"))
+    }
+
+    /// Stops the server now (`pg_ctl stop -m immediate`), e.g. to test a
+    /// connection lost mid-read. Dropping stops it too.
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        self.running = false;
+        let data = self.data_dir();
+        let _ = self.run_tool(
+            "pg_ctl",
+            &[
+                "stop".as_ref(),
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-m".as_ref(),
+                "immediate".as_ref(),
+                "-w".as_ref(),
+            ],
+        );
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn try_start_server(&self) -> Result<(), String> {
+        let data = self.data_dir();
+        let log = self.log_path();
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=50",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = self.run_tool(
+            "pg_ctl",
+            &[
+                "start".as_ref(),
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                START_TIMEOUT.as_secs().to_string().as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+            ],
+        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            let log = fs::read_to_string(&log).unwrap_or_default();
+            Err(format!(
+                "pg_ctl start: {}{}\n--- server log:\n{log}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Waits until the server answers a query over TCP, bounded.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.try_execute("SELECT 1").is_ok()
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+                panic!("PostgreSQL did not accept connections in time; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs a server tool from the bin directory, as `postgres` when root.
+    fn run_tool(&self, tool: &str, args: &[&std::ffi::OsStr]) -> Output {
+        let path = self.bin.join(tool);
+        let mut cmd = match self.run_as {
+            Some(_) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&path);
+                c
+            }
+            None => Command::new(&path),
+        };
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("LC_ALL", "C")
+            .env("LANG", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", path.display()))
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The directory with `initdb`, `pg_ctl` and `psql`.
+fn find_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VEGA_TEST_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "no PostgreSQL server binaries under /usr/lib/postgresql/<version>/bin; install them with `apt-get install -y postgresql`"
+        ),
+    }
+}
+
+/// The uid and gid of the `postgres` user.
+fn postgres_user() -> (u32, u32) {
+    let name = CString::new("postgres").expect("static name");
+    // SAFETY: getpwnam returns a pointer to static storage or null; it is
+    // read at once and not kept.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(
+        !pw.is_null(),
+        "running as root but there is no `postgres` user to run PostgreSQL as; install the `postgresql` package"
+    );
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", path.display()));
+}
+
+/// A password unique to this process and call (not cryptographically
+/// random; it only has to differ between servers).
+fn random_password() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut x = (nanos as u64)
+        ^ (u64::from(std::process::id()) << 32)
+        ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut out = String::from("pw");
+    for _ in 0..4 {
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.push_str(&format!("{:016x}", x.wrapping_mul(0x2545_F491_4F6C_DD1D)));
+    }
+    out
+}

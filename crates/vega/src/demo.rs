@@ -75,6 +75,7 @@ pub async fn load(server: &RunningServer) -> Result<(), Box<dyn std::error::Erro
                             checks: AssetChecks {
                                 min_rows: Some(*min_rows),
                             },
+                            schedule: None,
                         },
                         state.clock.now(),
                     )

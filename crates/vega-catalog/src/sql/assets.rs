@@ -1,6 +1,9 @@
 //! Assets: the `assets` table. Deleting an asset also deletes its versions
 //! and segments, and unlinks its jobs (their `asset_id` becomes NULL; the job
 //! rows stay as history).
+//!
+//! `schedule` and `watermark_json` (migration 0002) are NULL-able: NULL is
+//! `None` (no schedule; no incremental sync yet).
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
@@ -14,11 +17,12 @@ use crate::{AssetUpdate, CatalogError, Result};
 const TABLE: &str = "assets";
 
 pub(super) const COLUMNS: &str = "id, namespace, name, connection_id, sync_mode, source_json, \
-     checks_json, active_version, created_at, updated_at";
+     checks_json, schedule, watermark_json, active_version, created_at, updated_at";
 
 /// The same columns qualified with the table alias `a`, for joins.
 pub(super) const COLUMNS_A: &str = "a.id, a.namespace, a.name, a.connection_id, a.sync_mode, \
-     a.source_json, a.checks_json, a.active_version, a.created_at, a.updated_at";
+     a.source_json, a.checks_json, a.schedule, a.watermark_json, a.active_version, a.created_at, \
+     a.updated_at";
 
 pub(super) fn decode(row: &AnyRow) -> Result<Asset> {
     Ok(Asset {
@@ -29,6 +33,8 @@ pub(super) fn decode(row: &AnyRow) -> Result<Asset> {
         sync_mode: codec::enum_col(row, TABLE, "sync_mode", SyncMode::parse)?,
         source: codec::json_col(row, TABLE, "source_json")?,
         checks: codec::json_col::<AssetChecks>(row, TABLE, "checks_json")?,
+        schedule: codec::col(row, TABLE, "schedule")?,
+        watermark: codec::opt_json_col(row, TABLE, "watermark_json")?,
         active_version: codec::opt_u32_col(row, TABLE, "active_version")?,
         created_at: codec::time_col(row, TABLE, "created_at")?,
         updated_at: codec::time_col(row, TABLE, "updated_at")?,
@@ -102,12 +108,16 @@ pub(super) async fn create(
         sync_mode: new.sync_mode,
         source: new.source,
         checks: new.checks,
+        schedule: new.schedule,
+        watermark: None,
         active_version: None,
         created_at: now,
         updated_at: now,
     };
-    let sql =
-        format!("INSERT INTO assets ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+    let sql = format!(
+        "INSERT INTO assets ({COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    );
     sqlx::query(&sql)
         .bind(asset.id.as_str())
         .bind(asset.namespace.as_str())
@@ -116,6 +126,8 @@ pub(super) async fn create(
         .bind(asset.sync_mode.as_str())
         .bind(asset.source.to_string())
         .bind(codec::json(TABLE, &asset.checks)?)
+        .bind(asset.schedule.as_deref())
+        .bind(None::<String>)
         .bind(None::<i64>)
         .bind(codec::time(asset.created_at))
         .bind(codec::time(asset.updated_at))
@@ -191,13 +203,22 @@ pub(super) async fn update(
     if let Some(checks) = update.checks {
         asset.checks = checks;
     }
+    if let Some(schedule) = update.schedule {
+        asset.schedule = schedule;
+    }
+    if let Some(watermark) = update.watermark {
+        asset.watermark = watermark;
+    }
     asset.updated_at = now;
     sqlx::query(
-        "UPDATE assets SET source_json = $2, checks_json = $3, updated_at = $4 WHERE id = $1",
+        "UPDATE assets SET source_json = $2, checks_json = $3, schedule = $4, \
+         watermark_json = $5, updated_at = $6 WHERE id = $1",
     )
     .bind(asset.id.as_str())
     .bind(asset.source.to_string())
     .bind(codec::json(TABLE, &asset.checks)?)
+    .bind(asset.schedule.as_deref())
+    .bind(asset.watermark.as_ref().map(|w| w.to_string()))
     .bind(codec::time(asset.updated_at))
     .execute(&mut *w.tx)
     .await

@@ -123,6 +123,20 @@ pub(crate) fn json_col<T: serde::de::DeserializeOwned>(
         .map_err(|e| corrupt(table, format!("column {column}: invalid JSON: {e}")))
 }
 
+/// Reads a nullable text column holding JSON; NULL is `None`.
+pub(crate) fn opt_json_col<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    table: &'static str,
+    column: &str,
+) -> Result<Option<T>> {
+    match col::<Option<String>>(row, table, column)? {
+        None => Ok(None),
+        Some(s) => serde_json::from_str(&s)
+            .map(Some)
+            .map_err(|e| corrupt(table, format!("column {column}: invalid JSON: {e}"))),
+    }
+}
+
 /// Reads a text column holding an enum's text form, parsed by `parse`.
 pub(crate) fn enum_col<T>(
     row: &AnyRow,

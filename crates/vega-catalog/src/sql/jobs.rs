@@ -264,6 +264,33 @@ pub(super) async fn update_progress(
     w.commit(action).await
 }
 
+/// A pending or running job's attempt failed and it will be tried again:
+/// attempts + 1 and `error` recorded; the state does not change.
+pub(super) async fn record_attempt(catalog: &SqlCatalog, id: &Id, error: &str) -> Result<Job> {
+    let action = "recording a job attempt";
+    let mut w = catalog.write_tx(action).await?;
+    let mut job = load(&mut w.tx, id).await?;
+    if job.state.is_finished() {
+        return Err(already_finished(&job));
+    }
+    job.attempts = job.attempts.checked_add(1).ok_or_else(|| {
+        codec::corrupt(
+            TABLE,
+            format!("job {id}: attempts {} leave no next one", job.attempts),
+        )
+    })?;
+    job.error = Some(error.to_string());
+    sqlx::query("UPDATE jobs SET attempts = $2, error = $3 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(i64::from(job.attempts))
+        .bind(error)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(db(action))?;
+    w.commit(action).await?;
+    Ok(job)
+}
+
 pub(super) async fn finish(
     catalog: &SqlCatalog,
     id: &Id,

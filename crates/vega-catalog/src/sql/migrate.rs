@@ -27,11 +27,18 @@ pub struct Migration {
 }
 
 /// Every migration this build knows, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "schedules_and_watermarks",
+        sql: include_str!("../../migrations/0002_schedules_and_watermarks.sql"),
+    },
+];
 
 /// A migration recorded in `schema_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,7 +37,7 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 use vega_core::{
     ApiKey, Asset, Connection, Id, Job, JobKind, JobState, Manifest, NewAsset, NewConnection, Role,
-    Version,
+    Segment, Version,
 };
 
 use crate::{
@@ -361,6 +361,29 @@ impl Catalog for SqlCatalog {
         versions::publish(self, asset_id, manifest, job_id, ms(now)).await
     }
 
+    async fn publish_version_with_watermark(
+        &self,
+        asset_id: &Id,
+        manifest: Manifest,
+        watermark: Option<serde_json::Value>,
+        job_id: Option<&Id>,
+        now: DateTime<Utc>,
+    ) -> Result<Version> {
+        versions::publish_with_watermark(self, asset_id, manifest, watermark, job_id, ms(now)).await
+    }
+
+    async fn append_segments(
+        &self,
+        asset_id: &Id,
+        schema: serde_json::Value,
+        segments: Vec<Segment>,
+        watermark: serde_json::Value,
+        job_id: Option<&Id>,
+        now: DateTime<Utc>,
+    ) -> Result<Version> {
+        versions::append(self, asset_id, schema, segments, watermark, job_id, ms(now)).await
+    }
+
     async fn get_version(&self, asset_id: &Id, number: u32) -> Result<Version> {
         versions::get(self, asset_id, number).await
     }
@@ -406,6 +429,10 @@ impl Catalog for SqlCatalog {
 
     async fn update_job_progress(&self, id: &Id, progress: JobProgress) -> Result<()> {
         jobs::update_progress(self, id, progress).await
+    }
+
+    async fn record_job_attempt(&self, id: &Id, error: &str) -> Result<Job> {
+        jobs::record_attempt(self, id, error).await
     }
 
     async fn finish_job(&self, id: &Id, outcome: JobOutcome, now: DateTime<Utc>) -> Result<Job> {

@@ -2,11 +2,15 @@
 //! holding the schema) and the `segments` table (one row per Parquet file,
 //! ordered by `ordinal`). A manifest is a version's schema plus its segments
 //! in ordinal order.
+//!
+//! An incremental sync appends segments to the active version in place
+//! (`append`), continuing its ordinals, instead of publishing a new version.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
+use sqlx::{Any, Transaction};
 use vega_core::{Asset, Id, Manifest, Segment, Version};
 
 use super::codec::{self, db};
@@ -80,14 +84,50 @@ pub(super) async fn publish(
     job_id: Option<&Id>,
     now: DateTime<Utc>,
 ) -> Result<Version> {
+    publish_with_watermark(catalog, asset_id, manifest, None, job_id, now).await
+}
+
+/// `publish`, and in the same transaction the asset's watermark becomes
+/// `watermark` when one is given (a full sync of an incremental asset).
+pub(super) async fn publish_with_watermark(
+    catalog: &SqlCatalog,
+    asset_id: &Id,
+    manifest: Manifest,
+    watermark: Option<serde_json::Value>,
+    job_id: Option<&Id>,
+    now: DateTime<Utc>,
+) -> Result<Version> {
     let action = "publishing a version";
     let mut w = catalog.write_tx(action).await?;
     assets::ensure_exists(&mut w.tx, asset_id).await?;
+    let version = publish_in(&mut w.tx, asset_id, manifest, job_id, now, action).await?;
+    if let Some(watermark) = watermark {
+        sqlx::query("UPDATE assets SET watermark_json = $2 WHERE id = $1")
+            .bind(asset_id.as_str())
+            .bind(watermark.to_string())
+            .execute(&mut *w.tx)
+            .await
+            .map_err(db(action))?;
+    }
+    w.commit(action).await?;
+    Ok(version)
+}
 
+/// Inside the caller's writing transaction, on an asset known to exist:
+/// records a new version (number = highest + 1) with its manifest and makes
+/// it the asset's active version.
+async fn publish_in(
+    tx: &mut Transaction<'static, Any>,
+    asset_id: &Id,
+    manifest: Manifest,
+    job_id: Option<&Id>,
+    now: DateTime<Utc>,
+    action: &'static str,
+) -> Result<Version> {
     let row =
         sqlx::query("SELECT COALESCE(MAX(number), 0) AS highest FROM versions WHERE asset_id = $1")
             .bind(asset_id.as_str())
-            .fetch_one(&mut *w.tx)
+            .fetch_one(&mut **tx)
             .await
             .map_err(db(action))?;
     let highest: i64 = codec::col(&row, VERSIONS, "highest")?;
@@ -110,13 +150,48 @@ pub(super) async fn publish(
     .bind(codec::time(now))
     .bind(job_id.map(|j| j.as_str()))
     .bind(manifest.schema.to_string())
-    .execute(&mut *w.tx)
+    .execute(&mut **tx)
     .await
     .map_err(db(action))?;
 
-    for (ordinal, segment) in manifest.segments.iter().enumerate() {
-        let ordinal = i64::try_from(ordinal)
-            .map_err(|_| codec::corrupt(SEGMENTS, format!("ordinal {ordinal} is too large")))?;
+    insert_segments(tx, asset_id, number, 0, &manifest.segments, action).await?;
+
+    sqlx::query("UPDATE assets SET active_version = $2, updated_at = $3 WHERE id = $1")
+        .bind(asset_id.as_str())
+        .bind(i64::from(number))
+        .bind(codec::time(now))
+        .execute(&mut **tx)
+        .await
+        .map_err(db(action))?;
+
+    Ok(Version {
+        asset_id: asset_id.clone(),
+        number,
+        created_at: now,
+        job_id: job_id.cloned(),
+        manifest,
+    })
+}
+
+/// Inserts `segments` into a version, numbering them from `first_ordinal`.
+async fn insert_segments(
+    tx: &mut Transaction<'static, Any>,
+    asset_id: &Id,
+    number: u32,
+    first_ordinal: i64,
+    segments: &[Segment],
+    action: &'static str,
+) -> Result<()> {
+    for (i, segment) in segments.iter().enumerate() {
+        let ordinal = i64::try_from(i)
+            .ok()
+            .and_then(|i| first_ordinal.checked_add(i))
+            .ok_or_else(|| {
+                codec::corrupt(
+                    SEGMENTS,
+                    format!("ordinal {first_ordinal} + {i} is too large"),
+                )
+            })?;
         sqlx::query(
             "INSERT INTO segments (asset_id, version, ordinal, path, rows, bytes, sha256) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -128,44 +203,107 @@ pub(super) async fn publish(
         .bind(codec::u64_param(SEGMENTS, "rows", segment.rows)?)
         .bind(codec::u64_param(SEGMENTS, "bytes", segment.bytes)?)
         .bind(segment.sha256.as_str())
-        .execute(&mut *w.tx)
+        .execute(&mut **tx)
         .await
         .map_err(db(action))?;
     }
+    Ok(())
+}
 
-    sqlx::query("UPDATE assets SET active_version = $2, updated_at = $3 WHERE id = $1")
+fn schema_changed(asset_id: &Id) -> CatalogError {
+    CatalogError::Conflict {
+        message: format!("asset {asset_id}: the source's schema changed; run a full sync"),
+        existing: None,
+    }
+}
+
+/// Appends `segments` to the active version and moves the asset's
+/// watermark, in one transaction; with no active version, publishes a new
+/// one (as `publish` would) holding them. `job_id` is recorded only on a
+/// version this creates: a version keeps the job that made it.
+pub(super) async fn append(
+    catalog: &SqlCatalog,
+    asset_id: &Id,
+    schema: serde_json::Value,
+    segments: Vec<Segment>,
+    watermark: serde_json::Value,
+    job_id: Option<&Id>,
+    now: DateTime<Utc>,
+) -> Result<Version> {
+    let action = "appending segments";
+    let mut w = catalog.write_tx(action).await?;
+    // Move the watermark first: the statement also tells whether the asset
+    // exists, and on PostgreSQL it locks the asset's row, so concurrent
+    // appends to one asset run one after the other (on SQLite the write
+    // lock already does). Any failure below rolls it back.
+    let moved = sqlx::query("UPDATE assets SET watermark_json = $2, updated_at = $3 WHERE id = $1")
         .bind(asset_id.as_str())
-        .bind(i64::from(number))
+        .bind(watermark.to_string())
         .bind(codec::time(now))
         .execute(&mut *w.tx)
         .await
         .map_err(db(action))?;
-    w.commit(action).await?;
+    if moved.rows_affected() == 0 {
+        return Err(assets::not_found(asset_id.as_str()));
+    }
+    let asset = assets::load(&mut w.tx, asset_id).await?;
 
-    Ok(Version {
-        asset_id: asset_id.clone(),
-        number,
-        created_at: now,
-        job_id: job_id.cloned(),
-        manifest,
-    })
+    let version = match asset.active_version {
+        Some(number) => {
+            let Some(mut version) = load(&mut w.tx, asset_id, number, action).await? else {
+                return Err(codec::corrupt(
+                    "assets",
+                    format!("asset {asset_id}: active version {number} does not exist"),
+                ));
+            };
+            if version.manifest.schema != schema {
+                return Err(schema_changed(asset_id));
+            }
+            let row = sqlx::query(
+                "SELECT COALESCE(MAX(ordinal), -1) AS highest FROM segments \
+                 WHERE asset_id = $1 AND version = $2",
+            )
+            .bind(asset_id.as_str())
+            .bind(i64::from(number))
+            .fetch_one(&mut *w.tx)
+            .await
+            .map_err(db(action))?;
+            let highest: i64 = codec::col(&row, SEGMENTS, "highest")?;
+            let first = highest.checked_add(1).ok_or_else(|| {
+                codec::corrupt(SEGMENTS, format!("ordinal {highest} leaves no next one"))
+            })?;
+            insert_segments(&mut w.tx, asset_id, number, first, &segments, action).await?;
+            version.manifest.segments.extend(segments);
+            version
+        }
+        None => {
+            let manifest = Manifest { schema, segments };
+            publish_in(&mut w.tx, asset_id, manifest, job_id, now, action).await?
+        }
+    };
+    w.commit(action).await?;
+    Ok(version)
 }
 
-pub(super) async fn get(catalog: &SqlCatalog, asset_id: &Id, number: u32) -> Result<Version> {
-    let action = "reading a version";
-    let mut tx = catalog.read_tx(action).await?;
+/// A version with its segments, inside a transaction; `None` when the asset
+/// has no version with this number.
+async fn load(
+    tx: &mut Transaction<'static, Any>,
+    asset_id: &Id,
+    number: u32,
+    action: &'static str,
+) -> Result<Option<Version>> {
     let row = sqlx::query(
         "SELECT asset_id, number, created_at, job_id, schema_json FROM versions \
          WHERE asset_id = $1 AND number = $2",
     )
     .bind(asset_id.as_str())
     .bind(i64::from(number))
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(db(action))?;
     let Some(row) = row else {
-        assets::ensure_exists(&mut tx, asset_id).await?;
-        return Err(not_found(asset_id, number));
+        return Ok(None);
     };
     let version = decode_version(&row)?;
     let rows = sqlx::query(
@@ -174,11 +312,21 @@ pub(super) async fn get(catalog: &SqlCatalog, asset_id: &Id, number: u32) -> Res
     )
     .bind(asset_id.as_str())
     .bind(i64::from(number))
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await
     .map_err(db(action))?;
+    Ok(Some(attach_segments(version, &mut group_segments(&rows)?)))
+}
+
+pub(super) async fn get(catalog: &SqlCatalog, asset_id: &Id, number: u32) -> Result<Version> {
+    let action = "reading a version";
+    let mut tx = catalog.read_tx(action).await?;
+    let Some(version) = load(&mut tx, asset_id, number, action).await? else {
+        assets::ensure_exists(&mut tx, asset_id).await?;
+        return Err(not_found(asset_id, number));
+    };
     tx.commit().await.map_err(db(action))?;
-    Ok(attach_segments(version, &mut group_segments(&rows)?))
+    Ok(version)
 }
 
 pub(super) async fn list(catalog: &SqlCatalog, asset_id: &Id) -> Result<Vec<Version>> {

@@ -106,6 +106,7 @@ async fn update_changes_source_and_checks() {
     let update = AssetUpdate {
         source: Some(json!({"path": "orders2.csv", "format": "csv"})),
         checks: Some(AssetChecks { min_rows: None }),
+        ..AssetUpdate::default()
     };
     let updated = f.catalog.update_asset(&a.id, update, t(8)).await.unwrap();
     assert_eq!(
@@ -128,6 +129,94 @@ async fn update_without_fields_keeps_them() {
         .unwrap();
     assert_eq!(updated.source, a.source);
     assert_eq!(updated.checks, a.checks);
+}
+
+#[tokio::test]
+async fn new_asset_has_no_schedule_and_no_watermark() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    assert_eq!(a.schedule, None);
+    assert_eq!(a.watermark, None);
+    assert_eq!(f.catalog.get_asset(&a.id).await.unwrap(), a);
+}
+
+#[tokio::test]
+async fn schedule_given_at_creation_reads_back_everywhere() {
+    let f = Fixture::new().await;
+    let con = f.connection("files").await;
+    let mut new = new_asset(&con, "sales", "orders");
+    new.schedule = Some("0 */5 * * * *".to_string());
+    let a = f.catalog.create_asset(new, t(1)).await.unwrap();
+    assert_eq!(a.schedule.as_deref(), Some("0 */5 * * * *"));
+    assert_eq!(f.catalog.get_asset(&a.id).await.unwrap(), a);
+    assert_eq!(
+        f.catalog
+            .get_asset_by_name("sales", "orders")
+            .await
+            .unwrap(),
+        a
+    );
+    assert_eq!(f.catalog.list_assets().await.unwrap(), [a]);
+}
+
+#[tokio::test]
+async fn update_sets_and_clears_the_schedule() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    let set = AssetUpdate {
+        schedule: Some(Some("15m".to_string())),
+        ..AssetUpdate::default()
+    };
+    let updated = f.catalog.update_asset(&a.id, set, t(8)).await.unwrap();
+    assert_eq!(updated.schedule.as_deref(), Some("15m"));
+    assert_eq!(updated.updated_at, t(8));
+    assert_eq!(f.catalog.get_asset(&a.id).await.unwrap(), updated);
+
+    // `None` leaves it as it is.
+    let kept = f
+        .catalog
+        .update_asset(&a.id, AssetUpdate::default(), t(9))
+        .await
+        .unwrap();
+    assert_eq!(kept.schedule.as_deref(), Some("15m"));
+
+    let clear = AssetUpdate {
+        schedule: Some(None),
+        ..AssetUpdate::default()
+    };
+    let cleared = f.catalog.update_asset(&a.id, clear, t(10)).await.unwrap();
+    assert_eq!(cleared.schedule, None);
+    assert_eq!(f.catalog.get_asset(&a.id).await.unwrap(), cleared);
+}
+
+#[tokio::test]
+async fn update_sets_and_clears_the_watermark() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    let watermark = json!({"column": "updated_at", "value": "2026-03-01T00:00:00Z"});
+    let set = AssetUpdate {
+        watermark: Some(Some(watermark.clone())),
+        ..AssetUpdate::default()
+    };
+    let updated = f.catalog.update_asset(&a.id, set, t(8)).await.unwrap();
+    assert_eq!(updated.watermark, Some(watermark.clone()));
+    assert_eq!(f.catalog.get_asset(&a.id).await.unwrap(), updated);
+
+    // `None` leaves it as it is.
+    let kept = f
+        .catalog
+        .update_asset(&a.id, AssetUpdate::default(), t(9))
+        .await
+        .unwrap();
+    assert_eq!(kept.watermark, Some(watermark));
+
+    let clear = AssetUpdate {
+        watermark: Some(None),
+        ..AssetUpdate::default()
+    };
+    let cleared = f.catalog.update_asset(&a.id, clear, t(10)).await.unwrap();
+    assert_eq!(cleared.watermark, None);
+    assert_eq!(f.catalog.get_asset(&a.id).await.unwrap(), cleared);
 }
 
 #[tokio::test]

@@ -89,6 +89,7 @@ pub fn new_asset(connection: &Connection, namespace: &str, name: &str) -> NewAss
         sync_mode: SyncMode::Full,
         source: json!({"path": "orders.csv", "format": "csv"}),
         checks: AssetChecks { min_rows: Some(1) },
+        schedule: None,
     }
 }
 

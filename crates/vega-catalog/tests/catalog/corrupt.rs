@@ -64,3 +64,22 @@ async fn an_unknown_stored_state_is_corrupt() {
     let err = f.catalog.get_job(&job.id).await.unwrap_err();
     assert!(err.to_string().contains("'exploded'"), "{err}");
 }
+
+#[tokio::test]
+async fn a_stored_watermark_that_is_not_json_is_corrupt() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    let raw = f.raw().await;
+    sqlx::query("UPDATE assets SET watermark_json = '{not json' WHERE id = $1")
+        .bind(a.id.as_str())
+        .execute(&raw)
+        .await
+        .unwrap();
+    match f.catalog.get_asset(&a.id).await {
+        Err(CatalogError::Corrupt { table, message }) => {
+            assert_eq!(table, "assets");
+            assert!(message.contains("watermark_json"), "{message}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}

@@ -1,5 +1,5 @@
-//! Jobs: start, one-at-a-time per asset, read, list, progress, finish,
-//! crash recovery and counts.
+//! Jobs: start, one-at-a-time per asset, read, list, progress, retried
+//! attempts, finish, crash recovery and counts.
 
 use serde_json::json;
 use vega_catalog::{Catalog, CatalogError, JobFilter, JobOutcome, JobProgress};
@@ -119,6 +119,11 @@ async fn unknown_job_is_not_found() {
         f.catalog
             .update_job_progress(&id, JobProgress::default())
             .await,
+        "job",
+        id.as_str(),
+    );
+    assert_not_found(
+        f.catalog.record_job_attempt(&id, "boom").await,
         "job",
         id.as_str(),
     );
@@ -249,6 +254,84 @@ async fn progress_on_a_finished_job_is_a_conflict() {
             .await,
         "already finished (cancelled)",
     );
+}
+
+#[tokio::test]
+async fn a_failed_attempt_counts_and_records_its_error() {
+    let f = Fixture::new().await;
+    let job = f
+        .catalog
+        .start_job(JobKind::Sync, None, json!({}), t(1))
+        .await
+        .unwrap();
+    let after_one = f
+        .catalog
+        .record_job_attempt(&job.id, "connection reset")
+        .await
+        .unwrap();
+    assert_eq!(after_one.attempts, 2);
+    assert_eq!(after_one.error.as_deref(), Some("connection reset"));
+    assert_eq!(after_one.state, JobState::Running);
+    assert_eq!(after_one.finished_at, None);
+    assert_eq!(f.catalog.get_job(&job.id).await.unwrap(), after_one);
+
+    let after_two = f
+        .catalog
+        .record_job_attempt(&job.id, "timed out")
+        .await
+        .unwrap();
+    assert_eq!(after_two.attempts, 3);
+    assert_eq!(after_two.error.as_deref(), Some("timed out"));
+    assert_eq!(f.catalog.get_job(&job.id).await.unwrap(), after_two);
+}
+
+#[tokio::test]
+async fn a_failed_attempt_on_a_pending_job_counts_and_keeps_it_pending() {
+    let f = Fixture::new().await;
+    let job = f
+        .catalog
+        .start_job(JobKind::Sync, None, json!({}), t(1))
+        .await
+        .unwrap();
+    // No method makes a pending job yet; put one in by hand.
+    let raw = f.raw().await;
+    sqlx::query("UPDATE jobs SET state = 'pending' WHERE id = $1")
+        .bind(job.id.as_str())
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    let read = f.catalog.record_job_attempt(&job.id, "busy").await.unwrap();
+    assert_eq!(read.state, JobState::Pending);
+    assert_eq!(read.attempts, 2);
+    assert_eq!(read.error.as_deref(), Some("busy"));
+}
+
+#[tokio::test]
+async fn a_failed_attempt_on_a_finished_job_is_a_conflict_and_changes_nothing() {
+    let f = Fixture::new().await;
+    let job = f
+        .catalog
+        .start_job(JobKind::Sync, None, json!({}), t(1))
+        .await
+        .unwrap();
+    let finished = f
+        .catalog
+        .finish_job(
+            &job.id,
+            JobOutcome::Succeeded {
+                result_version: Some(1),
+            },
+            t(2),
+        )
+        .await
+        .unwrap();
+    let existing = assert_conflict(
+        f.catalog.record_job_attempt(&job.id, "late").await,
+        "already finished (succeeded)",
+    );
+    assert_eq!(existing.as_deref(), Some(job.id.as_str()));
+    assert_eq!(f.catalog.get_job(&job.id).await.unwrap(), finished);
 }
 
 #[tokio::test]

@@ -1,10 +1,52 @@
 //! Opening, migrating and reopening catalogs.
 
+use std::path::Path;
+
 use serde_json::json;
 use vega_catalog::{Catalog, CatalogError, SqlCatalog, MIGRATIONS};
-use vega_core::{JobKind, Role};
+use vega_core::{AssetChecks, Id, IdKind, JobKind, Role, SyncMode};
 
 use crate::common::{manifest, t, Fixture};
+
+/// The time stamped on rows written by hand as an older build would.
+const OLD_TIME: &str = "2026-03-01T12:00:00.000Z";
+
+/// Inserts a connection and an asset the way a build that knew only
+/// migration 0001 did: naming only 0001's columns. Returns the asset's id.
+async fn insert_as_0001_build(raw: &sqlx::SqlitePool, tag: u64) -> Id {
+    let con = Id::new(IdKind::Connection, tag);
+    let asset = Id::new(IdKind::Asset, tag);
+    sqlx::query(
+        "INSERT INTO connections (id, name, kind, params_json, enabled, created_at, updated_at) \
+         VALUES ($1, $2, 'file', '{\"root\": \"/data\"}', 1, $3, $3)",
+    )
+    .bind(con.as_str())
+    .bind(format!("files{tag}"))
+    .bind(OLD_TIME)
+    .execute(raw)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO assets (id, namespace, name, connection_id, sync_mode, source_json, \
+         checks_json, active_version, created_at, updated_at) \
+         VALUES ($1, 'sales', $2, $3, 'incremental', '{\"path\": \"orders.csv\"}', '{}', NULL, \
+         $4, $4)",
+    )
+    .bind(asset.as_str())
+    .bind(format!("orders{tag}"))
+    .bind(con.as_str())
+    .bind(OLD_TIME)
+    .execute(raw)
+    .await
+    .unwrap();
+    asset
+}
+
+fn raw_options(path: &Path) -> sqlx::sqlite::SqliteConnectOptions {
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+}
 
 #[tokio::test]
 async fn a_new_catalog_records_every_migration() {
@@ -160,4 +202,77 @@ async fn a_migration_from_a_newer_release_is_tolerated() {
     let f = f.reopen().await;
     let applied = f.catalog.applied_migrations().await.unwrap();
     assert_eq!(applied.last().unwrap().version, 9999);
+}
+
+#[tokio::test]
+async fn migration_0002_applies_to_a_catalog_made_with_only_0001() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.db");
+    // The catalog as a build knowing only 0001 left it: its runner's
+    // bookkeeping table, 0001 applied and recorded, and one asset.
+    let raw = sqlx::SqlitePool::connect_with(raw_options(&path))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version BIGINT NOT NULL PRIMARY KEY, \
+         name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let first = &MIGRATIONS[0];
+    assert_eq!(first.version, 1);
+    sqlx::raw_sql(first.sql).execute(&raw).await.unwrap();
+    sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+        .bind(first.version)
+        .bind(first.name)
+        .bind(OLD_TIME)
+        .execute(&raw)
+        .await
+        .unwrap();
+    let id = insert_as_0001_build(&raw, 1).await;
+    raw.close().await;
+
+    let catalog = SqlCatalog::open_sqlite(&path).await.unwrap();
+    let applied: Vec<(i64, String)> = catalog
+        .applied_migrations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.version, m.name))
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            (1, "initial".to_string()),
+            (2, "schedules_and_watermarks".to_string())
+        ]
+    );
+    let asset = catalog.get_asset(&id).await.unwrap();
+    assert_eq!(asset.schedule, None);
+    assert_eq!(asset.watermark, None);
+    assert_eq!(asset.qualified_name(), "sales.orders1");
+    assert_eq!(asset.sync_mode, SyncMode::Incremental);
+    assert_eq!(asset.checks, AssetChecks::default());
+    assert_eq!(catalog.list_assets().await.unwrap(), [asset]);
+}
+
+#[tokio::test]
+async fn a_0001_build_can_still_write_and_read_assets_after_0002() {
+    let f = Fixture::new().await;
+    let raw = f.raw().await;
+    // An older binary, during a rolling upgrade, inserts with 0001's columns…
+    let id = insert_as_0001_build(&raw, 2).await;
+    // …and reads with them.
+    let (name, mode): (String, String) =
+        sqlx::query_as("SELECT name, sync_mode FROM assets WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+    assert_eq!((name.as_str(), mode.as_str()), ("orders2", "incremental"));
+    raw.close().await;
+    let asset = f.catalog.get_asset(&id).await.unwrap();
+    assert_eq!(asset.schedule, None);
+    assert_eq!(asset.watermark, None);
 }

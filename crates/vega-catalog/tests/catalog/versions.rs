@@ -1,14 +1,15 @@
 //! Versions and manifests: publish, read, list, rollback, active versions,
-//! segment paths, and concurrent publishing.
+//! segment paths, concurrent publishing, and appending segments to the
+//! active version (incremental syncs).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::json;
 use vega_catalog::Catalog;
-use vega_core::{Id, IdKind, JobKind, Manifest};
+use vega_core::{Id, IdKind, JobKind, Manifest, Segment};
 
-use crate::common::{assert_not_found, manifest, t, Fixture};
+use crate::common::{assert_conflict, assert_not_found, manifest, t, Fixture};
 
 #[tokio::test]
 async fn first_version_is_one_and_becomes_active() {
@@ -364,4 +365,347 @@ async fn reads_succeed_while_versions_are_published() {
         task.await.unwrap().unwrap();
     }
     assert_eq!(catalog.list_versions(&a.id).await.unwrap().len(), 10);
+}
+
+// --- appending (incremental syncs) -------------------------------------------
+
+/// `n` segments whose paths carry `tag`, for appending.
+fn segments(tag: &str, n: usize) -> Vec<Segment> {
+    manifest(tag, n).segments
+}
+
+#[tokio::test]
+async fn append_adds_segments_after_the_active_versions_and_moves_the_watermark() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    let published = f
+        .catalog
+        .publish_version(&a.id, manifest("a", 2), None, t(1))
+        .await
+        .unwrap();
+    let schema = published.manifest.schema.clone();
+    let first = f
+        .catalog
+        .append_segments(
+            &a.id,
+            schema.clone(),
+            segments("b", 2),
+            json!({"id": 10}),
+            None,
+            t(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.manifest.segments.len(), 4);
+    assert_eq!(
+        f.catalog.get_asset(&a.id).await.unwrap().watermark,
+        Some(json!({"id": 10}))
+    );
+    let v = f
+        .catalog
+        .append_segments(
+            &a.id,
+            schema.clone(),
+            segments("c", 1),
+            json!({"id": 20}),
+            None,
+            t(3),
+        )
+        .await
+        .unwrap();
+
+    let mut expected = manifest("a", 2).segments;
+    expected.extend(segments("b", 2));
+    expected.extend(segments("c", 1));
+    // Same version, earlier segments first, in the order they were appended.
+    assert_eq!(v.number, 1);
+    assert_eq!(v.created_at, published.created_at);
+    assert_eq!(v.manifest.schema, schema);
+    assert_eq!(v.manifest.segments, expected);
+    assert_eq!(f.catalog.get_version(&a.id, 1).await.unwrap(), v);
+    assert_eq!(
+        f.catalog.list_versions(&a.id).await.unwrap(),
+        std::slice::from_ref(&v)
+    );
+
+    let asset = f.catalog.get_asset(&a.id).await.unwrap();
+    assert_eq!(asset.active_version, Some(1));
+    assert_eq!(asset.watermark, Some(json!({"id": 20})));
+    assert_eq!(asset.updated_at, t(3));
+    let (_, active) = &f.catalog.list_active_versions().await.unwrap()[0];
+    assert_eq!(active, &v);
+}
+
+#[tokio::test]
+async fn append_without_a_version_creates_version_one_and_activates_it() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    let job_id = Id::new(IdKind::Job, 5);
+    let schema = manifest("a", 0).schema;
+    let v = f
+        .catalog
+        .append_segments(
+            &a.id,
+            schema.clone(),
+            segments("a", 2),
+            json!({"id": 7}),
+            Some(&job_id),
+            t(4),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.number, 1);
+    assert_eq!(v.created_at, t(4));
+    assert_eq!(v.job_id, Some(job_id));
+    assert_eq!(v.manifest, manifest("a", 2));
+    assert_eq!(f.catalog.get_version(&a.id, 1).await.unwrap(), v);
+    let asset = f.catalog.get_asset(&a.id).await.unwrap();
+    assert_eq!(asset.active_version, Some(1));
+    assert_eq!(asset.watermark, Some(json!({"id": 7})));
+    assert_eq!(asset.updated_at, t(4));
+}
+
+#[tokio::test]
+async fn append_with_versions_but_none_active_creates_the_next_number() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    for i in 1..=2 {
+        f.catalog
+            .publish_version(&a.id, manifest("a", 1), None, t(i))
+            .await
+            .unwrap();
+    }
+    // No method clears the active pointer; an older or hand-edited catalog
+    // may still have versions and none active.
+    let raw = f.raw().await;
+    sqlx::query("UPDATE assets SET active_version = NULL WHERE id = $1")
+        .bind(a.id.as_str())
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    let v = f
+        .catalog
+        .append_segments(
+            &a.id,
+            json!({"fields": []}),
+            segments("n", 1),
+            json!(1),
+            None,
+            t(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.number, 3);
+    assert_eq!(v.manifest.segments, segments("n", 1));
+    assert_eq!(
+        f.catalog.get_asset(&a.id).await.unwrap().active_version,
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn append_goes_to_the_active_version_not_the_newest() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    f.catalog
+        .publish_version(&a.id, manifest("a", 1), None, t(1))
+        .await
+        .unwrap();
+    f.catalog
+        .publish_version(&a.id, manifest("b", 1), None, t(2))
+        .await
+        .unwrap();
+    f.catalog.set_active_version(&a.id, 1, t(3)).await.unwrap();
+    let v = f
+        .catalog
+        .append_segments(
+            &a.id,
+            manifest("a", 0).schema,
+            segments("x", 1),
+            json!(1),
+            None,
+            t(4),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.number, 1);
+    assert_eq!(v.manifest.segments.len(), 2);
+    assert_eq!(
+        f.catalog.get_version(&a.id, 2).await.unwrap().manifest,
+        manifest("b", 1)
+    );
+}
+
+#[tokio::test]
+async fn append_without_segments_only_moves_the_watermark() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    let published = f
+        .catalog
+        .publish_version(&a.id, manifest("a", 2), None, t(1))
+        .await
+        .unwrap();
+    let v = f
+        .catalog
+        .append_segments(
+            &a.id,
+            published.manifest.schema.clone(),
+            vec![],
+            json!({"id": 3}),
+            None,
+            t(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, published);
+    let asset = f.catalog.get_asset(&a.id).await.unwrap();
+    assert_eq!(asset.watermark, Some(json!({"id": 3})));
+    assert_eq!(asset.updated_at, t(2));
+}
+
+#[tokio::test]
+async fn append_with_a_changed_schema_is_a_conflict_and_changes_nothing() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    let published = f
+        .catalog
+        .publish_version(&a.id, manifest("a", 2), None, t(1))
+        .await
+        .unwrap();
+    f.catalog
+        .append_segments(
+            &a.id,
+            published.manifest.schema.clone(),
+            vec![],
+            json!({"id": 1}),
+            None,
+            t(2),
+        )
+        .await
+        .unwrap();
+    let before = f.catalog.get_asset(&a.id).await.unwrap();
+
+    let result = f
+        .catalog
+        .append_segments(
+            &a.id,
+            manifest("other", 0).schema,
+            segments("b", 1),
+            json!({"id": 2}),
+            None,
+            t(3),
+        )
+        .await;
+    let existing = assert_conflict(
+        result,
+        &format!(
+            "asset {}: the source's schema changed; run a full sync",
+            a.id
+        ),
+    );
+    assert_eq!(existing, None);
+    assert_eq!(f.catalog.get_asset(&a.id).await.unwrap(), before);
+    assert_eq!(f.catalog.get_version(&a.id, 1).await.unwrap(), published);
+    assert_eq!(f.catalog.list_segment_paths().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn append_compares_schemas_as_json_not_as_text() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    let schema = json!({"fields": [{"name": "id", "nullable": false}], "metadata": {}});
+    f.catalog
+        .publish_version(
+            &a.id,
+            Manifest {
+                schema,
+                segments: vec![],
+            },
+            None,
+            t(1),
+        )
+        .await
+        .unwrap();
+    // The same schema, keys in another order.
+    let same: serde_json::Value =
+        serde_json::from_str(r#"{"metadata": {}, "fields": [{"nullable": false, "name": "id"}]}"#)
+            .unwrap();
+    let v = f
+        .catalog
+        .append_segments(&a.id, same, segments("a", 1), json!(1), None, t(2))
+        .await
+        .unwrap();
+    assert_eq!(v.manifest.segments.len(), 1);
+}
+
+#[tokio::test]
+async fn appending_to_an_unknown_asset_is_not_found() {
+    let f = Fixture::new().await;
+    let id = Id::new(IdKind::Asset, 3);
+    assert_not_found(
+        f.catalog
+            .append_segments(&id, json!({}), segments("x", 1), json!(1), None, t(1))
+            .await,
+        "asset",
+        id.as_str(),
+    );
+    assert!(f.catalog.list_segment_paths().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_to_one_asset_all_land_with_unique_ordinals() {
+    let f = Fixture::new().await;
+    let a = f.with_asset().await;
+    let schema = manifest("a", 0).schema;
+    let path = f.path();
+    let catalog = Arc::new(f.catalog);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let catalog = Arc::clone(&catalog);
+        let id = a.id.clone();
+        let schema = schema.clone();
+        tasks.push(tokio::spawn(async move {
+            catalog
+                .append_segments(
+                    &id,
+                    schema,
+                    segments(&format!("c{i}"), 2),
+                    json!({"batch": i}),
+                    None,
+                    t(i),
+                )
+                .await
+                .unwrap()
+                .number
+        }));
+    }
+    for task in tasks {
+        // The first append creates version 1; every other one appends to it.
+        assert_eq!(task.await.unwrap(), 1);
+    }
+    let versions = catalog.list_versions(&a.id).await.unwrap();
+    assert_eq!(versions.len(), 1);
+    let segs = &versions[0].manifest.segments;
+    assert_eq!(segs.len(), 40);
+    // Each append's segments stay together and in their order.
+    for pair in segs.chunks(2) {
+        let tag = pair[0].path.split('/').nth(1).unwrap();
+        assert_eq!(pair, segments(tag, 2).as_slice());
+    }
+    let paths: BTreeSet<&str> = segs.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths.len(), 40);
+
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+    let raw = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let ordinals: Vec<i64> =
+        sqlx::query_scalar("SELECT ordinal FROM segments WHERE asset_id = $1 ORDER BY ordinal")
+            .bind(a.id.as_str())
+            .fetch_all(&raw)
+            .await
+            .unwrap();
+    assert_eq!(ordinals, (0..40).collect::<Vec<i64>>());
+    raw.close().await;
+    let watermark = catalog.get_asset(&a.id).await.unwrap().watermark.unwrap();
+    assert!(matches!(watermark["batch"].as_i64(), Some(0..=19)));
 }

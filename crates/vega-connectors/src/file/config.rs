@@ -91,6 +91,14 @@ pub struct FileSource {
     /// Rows per batch (1 to 1,000,000; default 8192).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
+    /// For incremental syncs: the column whose growing values mark new
+    /// rows (an integer, float, text, date or timestamp column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor_column: Option<String>,
+    /// For incremental syncs: columns that identify a row, so rows sharing
+    /// the watermark's cursor value are neither lost nor read twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_columns: Vec<String>,
 }
 
 impl FileSource {
@@ -99,7 +107,14 @@ impl FileSource {
             "source",
             value,
             &Fields {
-                known: &["path", "format", "csv", "batch_size"],
+                known: &[
+                    "path",
+                    "format",
+                    "csv",
+                    "batch_size",
+                    "cursor_column",
+                    "key_columns",
+                ],
                 nested: &[("csv", &["delimiter", "header", "null"])],
             },
         )

@@ -30,6 +30,7 @@
 //! [`MAX_JSON_ARRAY_BYTES`](source::MAX_JSON_ARRAY_BYTES).
 
 mod config;
+pub mod incremental;
 pub mod source;
 #[cfg(test)]
 mod tests;
@@ -278,5 +279,28 @@ impl crate::Connector for FileConnector {
         source: &Value,
     ) -> Result<Box<dyn BatchSource>, ConnectorError> {
         self.open(params, source)
+    }
+
+    fn open_incremental(
+        &self,
+        params: &Value,
+        source: &Value,
+        since: &crate::Watermark,
+    ) -> Result<Box<dyn crate::IncrementalSource>, ConnectorError> {
+        let spec = FileSource::parse(source)?;
+        let cursor =
+            spec.cursor_column
+                .as_deref()
+                .ok_or_else(|| ConnectorError::InvalidParams {
+                    field: "cursor_column".into(),
+                    message: "an incremental file source needs a cursor_column".into(),
+                })?;
+        let inner = self.open(params, source)?;
+        Ok(Box::new(incremental::IncrementalFile::new(
+            inner,
+            cursor,
+            &spec.key_columns,
+            since,
+        )?))
     }
 }

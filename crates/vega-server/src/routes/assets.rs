@@ -25,9 +25,13 @@ pub struct CreateAsset {
     /// Lower-case SQL identifier, e.g. `orders`.
     pub name: String,
     pub connection_id: String,
-    /// `full` (default).
+    /// `full` (default) or `incremental` (the source names a cursor).
     #[serde(default)]
     pub sync_mode: Option<String>,
+    /// Sync on its own: an interval (`"15m"`) or a cron expression with
+    /// seconds (`"0 */5 * * * *"`).
+    #[serde(default)]
+    pub schedule: Option<String>,
     /// What to read (for `file`: `{"path": "orders.csv", "format": "csv"}`).
     #[schema(value_type = Object)]
     pub source: Value,
@@ -44,6 +48,18 @@ pub struct UpdateAsset {
     pub source: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub checks: Option<AssetChecks>,
+    /// A new schedule; an empty string removes it.
+    pub schedule: Option<String>,
+    /// `true` forgets the watermark: the next incremental sync reads from
+    /// the beginning.
+    #[serde(default)]
+    pub reset_watermark: bool,
+}
+
+fn check_schedule(schedule: &str) -> Result<(), ApiError> {
+    vega_sync::schedule::Schedule::parse(schedule)
+        .map(|_| ())
+        .map_err(|e| ApiError::bad_request(e).with_details(json!({ "field": "schedule" })))
 }
 
 async fn check_source(
@@ -76,13 +92,17 @@ pub async fn create_asset(
     })?;
     let sync_mode = match body.sync_mode.as_deref() {
         None | Some("full") => SyncMode::Full,
+        Some("incremental") => SyncMode::Incremental,
         Some(other) => {
-            return Err(ApiError::unprocessable(format!(
-                "sync_mode '{other}' is not supported yet; use 'full'"
+            return Err(ApiError::bad_request(format!(
+                "sync_mode must be 'full' or 'incremental', not '{other}'"
             ))
             .with_details(json!({ "field": "sync_mode" })))
         }
     };
+    if let Some(schedule) = &body.schedule {
+        check_schedule(schedule)?;
+    }
     let connection_id = Id::parse(IdKind::Connection, &body.connection_id).ok_or_else(|| {
         ApiError::unprocessable(format!(
             "connection '{}' does not exist",
@@ -110,6 +130,7 @@ pub async fn create_asset(
                 sync_mode,
                 source: body.source,
                 checks: body.checks.unwrap_or_default(),
+                schedule: body.schedule,
             },
             state.clock.now(),
         )
@@ -151,6 +172,14 @@ pub async fn update_asset(
     if let Some(source) = &body.source {
         check_source(&state, &asset.connection_id, source).await?;
     }
+    let schedule = match body.schedule {
+        Some(s) if s.trim().is_empty() => Some(None),
+        Some(s) => {
+            check_schedule(&s)?;
+            Some(Some(s))
+        }
+        None => None,
+    };
     let updated = state
         .catalog
         .update_asset(
@@ -158,6 +187,12 @@ pub async fn update_asset(
             AssetUpdate {
                 source: body.source,
                 checks: body.checks,
+                schedule,
+                watermark: if body.reset_watermark {
+                    Some(None)
+                } else {
+                    None
+                },
             },
             state.clock.now(),
         )

@@ -1,12 +1,14 @@
 //! `/api/v1/jobs`: background work and its progress.
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
 use vega_catalog::JobFilter;
-use vega_core::{Id, IdKind, JobState};
+use vega_core::{Id, IdKind, JobState, Role};
+
+use crate::auth::Principal;
 
 use super::path_id;
 use super::views::{ErrorBody, JobView};
@@ -72,4 +74,20 @@ pub async fn get_job(
 ) -> Result<Json<JobView>, ApiError> {
     let id = path_id(IdKind::Job, &id)?;
     Ok(Json(state.catalog.get_job(&id).await?.into()))
+}
+
+/// Cancels a pending or running job; its partial work is discarded and the
+/// asset's active version is untouched.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "job id (job_…)")),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the job already finished")))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    principal.require(Role::Operator)?;
+    let id = path_id(IdKind::Job, &id)?;
+    Ok(Json(state.sync.cancel(&id).await?.into()))
 }

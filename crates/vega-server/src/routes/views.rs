@@ -46,6 +46,10 @@ pub struct AssetView {
     pub source: Value,
     #[schema(value_type = Object)]
     pub checks: Value,
+    pub schedule: Option<String>,
+    /// Where the next incremental sync resumes.
+    #[schema(value_type = Option<Object>)]
+    pub watermark: Option<Value>,
     /// `v3`, or null before the first publish.
     pub active_version: Option<String>,
     pub created_at: String,
@@ -63,6 +67,8 @@ impl From<Asset> for AssetView {
             sync_mode: a.sync_mode.as_str().to_string(),
             source: a.source,
             checks: serde_json::to_value(&a.checks).unwrap_or(Value::Null),
+            schedule: a.schedule,
+            watermark: a.watermark,
             active_version: a.active_version.map(|n| format!("v{n}")),
             created_at: vega_core::clock::to_catalog_time(a.created_at),
             updated_at: vega_core::clock::to_catalog_time(a.updated_at),

@@ -249,6 +249,7 @@ fn openapi_document_lists_every_route() {
         ("post", "/api/v1/query"),
         ("get", "/api/v1/jobs"),
         ("get", "/api/v1/jobs/{id}"),
+        ("post", "/api/v1/jobs/{id}/cancel"),
         ("post", "/api/v1/keys"),
         ("get", "/api/v1/keys"),
         ("delete", "/api/v1/keys/{id}"),

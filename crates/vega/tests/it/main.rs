@@ -7,6 +7,7 @@ mod auth;
 mod bench;
 mod cli;
 mod crash;
+mod incremental;
 mod observability;
 mod query;
 mod sandbox;
