@@ -138,13 +138,50 @@ pub struct NewAsset {
     pub schedule: Option<String>,
 }
 
-/// Checks run on a freshly written version before it is published.
+/// Checks run on a freshly written version before it is published, and by
+/// `POST /assets/{id}/validate` on the active version. A full sync
+/// publishes only if every check passes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssetChecks {
     /// The version must have at least this many rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_rows: Option<u64>,
+    /// The version must have at most this many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+    /// Columns that must hold no NULL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_null: Vec<String>,
+    /// Sets of columns whose combined values must be unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unique: Vec<Vec<String>>,
+    /// The newest value of a time column must be recent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<FreshnessCheck>,
+    /// SQL assertions: each is a SELECT over the name `asset` (the new
+    /// version's rows) that must return no row, e.g.
+    /// `SELECT * FROM asset WHERE amount < 0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sql: Vec<String>,
+}
+
+impl AssetChecks {
+    /// Whether any check needs the data itself (beyond the row count).
+    pub fn needs_data(&self) -> bool {
+        !self.not_null.is_empty()
+            || !self.unique.is_empty()
+            || self.freshness.is_some()
+            || !self.sql.is_empty()
+    }
+}
+
+/// `max(column)` must be no older than `max_age` (e.g. `"1h"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessCheck {
+    pub column: String,
+    pub max_age: String,
 }
 
 /// One Parquet file of a version.

@@ -121,11 +121,11 @@ impl std::fmt::Debug for QueryEngine {
     }
 }
 
-fn sql_string(s: &str) -> String {
+pub fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn sql_ident(s: &str) -> String {
+pub fn sql_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
@@ -275,6 +275,43 @@ impl QueryEngine {
             trusted: false,
         })
         .await
+    }
+
+    /// Runs SQL that Vega itself wrote (validation of a staged version),
+    /// without the parser-level sandbox; the database's own lockdown still
+    /// applies. Never pass user text here.
+    pub async fn query_internal(
+        &self,
+        sql: String,
+        max_rows: usize,
+        timeout: Duration,
+    ) -> Result<QueryOutput, QueryError> {
+        self.run(QueryRequestInner {
+            sql,
+            max_rows,
+            timeout,
+            trusted: true,
+        })
+        .await
+    }
+
+    /// Checks an asset's SQL assertion: one SELECT whose only table is
+    /// `asset` (and its own CTEs).
+    pub async fn check_assertion(&self, sql: &str) -> Result<(), QueryError> {
+        let quoted = sql_string(sql);
+        let out = self
+            .query_internal(
+                format!("SELECT json_serialize_sql({quoted})"),
+                1,
+                Duration::from_secs(10),
+            )
+            .await?;
+        let serialized = out
+            .batches
+            .first()
+            .and_then(|b| arrow::util::display::array_value_to_string(b.column(0), 0).ok())
+            .ok_or_else(|| QueryError::Internal("the parser returned nothing".into()))?;
+        sandbox::analyze(&serialized)?.check_assertion()
     }
 
     async fn run(&self, request: QueryRequestInner) -> Result<QueryOutput, QueryError> {

@@ -9,5 +9,7 @@ mod error;
 pub mod format;
 pub mod sandbox;
 
-pub use engine::{AssetView, EngineConfig, QueryEngine, QueryOutput, QueryRequest};
+pub use engine::{
+    sql_ident, sql_string, AssetView, EngineConfig, QueryEngine, QueryOutput, QueryRequest,
+};
 pub use error::QueryError;

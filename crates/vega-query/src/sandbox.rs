@@ -85,8 +85,33 @@ pub fn analyze(serialized: &str) -> Result<Analysis, QueryError> {
 }
 
 impl Analysis {
-    /// Applies the sandbox rules against the assets that exist now.
-    pub fn check(&self, is_asset: &dyn Fn(&str, &str) -> bool) -> Result<CheckedQuery, QueryError> {
+    /// The rules for an asset's SQL assertion: the same as for user SQL,
+    /// but the only table is `asset` (the version being checked) and the
+    /// assertion's own CTEs.
+    pub fn check_assertion(&self) -> Result<(), QueryError> {
+        self.check_table_functions()?;
+        for table in &self.tables {
+            let plain = table.catalog.is_empty() && table.schema.is_empty();
+            if plain && (table.name == "asset" || self.ctes.contains(&table.name)) {
+                continue;
+            }
+            return Err(QueryError::BadSql {
+                message: format!(
+                    "an assertion reads only the table 'asset' (the version being checked), not '{}'",
+                    [table.catalog.as_str(), table.schema.as_str(), table.name.as_str()]
+                        .iter()
+                        .filter(|p| !p.is_empty())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(".")
+                ),
+                position: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_table_functions(&self) -> Result<(), QueryError> {
         for function in &self.table_functions {
             if !ALLOWED_TABLE_FUNCTIONS.contains(&function.as_str()) {
                 return Err(QueryError::Forbidden(format!(
@@ -96,6 +121,12 @@ impl Analysis {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Applies the sandbox rules against the assets that exist now.
+    pub fn check(&self, is_asset: &dyn Fn(&str, &str) -> bool) -> Result<CheckedQuery, QueryError> {
+        self.check_table_functions()?;
 
         let mut assets = BTreeSet::new();
         for table in &self.tables {

@@ -15,5 +15,6 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod validation;
 
 pub use startup::{start, RunningServer, StartError, StartOptions};

@@ -172,6 +172,12 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         },
     );
 
+    sync.set_validator(Arc::new(crate::validation::EngineValidator {
+        engine: engine.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
+    }));
+
     let state = AppState {
         inner: Arc::new(Inner {
             node_id: Id::generate(IdKind::Node),

@@ -44,6 +44,9 @@ pub struct StagedVersion {
     relative_dir: String,
     dir: PathBuf,
     schema: SchemaRef,
+    /// The schema batches arrive with; differs from `schema` only where a
+    /// type is stored differently (see [`storage_schema`]).
+    input_schema: SchemaRef,
     options: WriteOptions,
     current: Option<OpenPart>,
     closed: Vec<ClosedPart>,
@@ -76,7 +79,8 @@ impl StagedVersion {
             root,
             relative_dir,
             dir,
-            schema,
+            schema: storage_schema(&schema),
+            input_schema: schema,
             options,
             current: None,
             closed: Vec::new(),
@@ -89,9 +93,16 @@ impl StagedVersion {
     /// `rows_per_segment` rows. The batch's schema must equal the staged
     /// schema (field names, types, nullability and metadata).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StorageError> {
-        if let Some(difference) = schema_difference(&self.schema, batch.schema().as_ref()) {
+        if let Some(difference) = schema_difference(&self.input_schema, batch.schema().as_ref()) {
             return Err(StorageError::SchemaMismatch { difference });
         }
+        let converted;
+        let batch = if self.input_schema == self.schema {
+            batch
+        } else {
+            converted = to_storage(batch, &self.schema)?;
+            &converted
+        };
         let per_segment = self.options.rows_per_segment as u64;
         let total = batch.num_rows();
         let mut offset = 0usize;
@@ -260,4 +271,66 @@ fn file_len(path: &Path) -> Result<u64, StorageError> {
     fs::metadata(path)
         .map(|m| m.len())
         .map_err(|e| StorageError::io("read metadata of", path, e))
+}
+
+/// The type a column is stored as. Parquet has no second-precision
+/// timestamps or times and no millisecond dates; written as they are, they
+/// become bare integers that readers (DuckDB among them) no longer see as
+/// times. They are stored at the next precision that Parquet knows.
+fn storage_type(t: &arrow::datatypes::DataType) -> arrow::datatypes::DataType {
+    use arrow::datatypes::{DataType, TimeUnit};
+    match t {
+        DataType::Timestamp(TimeUnit::Second, tz) => {
+            DataType::Timestamp(TimeUnit::Millisecond, tz.clone())
+        }
+        DataType::Time32(TimeUnit::Second) => DataType::Time32(TimeUnit::Millisecond),
+        DataType::Date64 => DataType::Date32,
+        other => other.clone(),
+    }
+}
+
+/// The schema segments are written with, for batches of `input`.
+pub(crate) fn storage_schema(input: &SchemaRef) -> SchemaRef {
+    let fields: Vec<arrow::datatypes::FieldRef> = input
+        .fields()
+        .iter()
+        .map(|f| {
+            let stored = storage_type(f.data_type());
+            if &stored == f.data_type() {
+                f.clone()
+            } else {
+                std::sync::Arc::new(f.as_ref().clone().with_data_type(stored))
+            }
+        })
+        .collect();
+    std::sync::Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        input.metadata().clone(),
+    ))
+}
+
+fn to_storage(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, StorageError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow::compute::cast(column, field.data_type()).map_err(|e| {
+                    StorageError::SchemaMismatch {
+                        difference: format!(
+                            "column '{}' cannot be stored as {}: {e}",
+                            field.name(),
+                            field.data_type()
+                        ),
+                    }
+                })
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| StorageError::SchemaMismatch {
+        difference: e.to_string(),
+    })
 }

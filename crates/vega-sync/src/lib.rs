@@ -12,6 +12,7 @@ mod failpoint;
 pub mod schedule;
 mod scheduler;
 mod service;
+pub mod validate;
 
 pub use error::SyncError;
 pub use failpoint::{FailAction, Failpoint};

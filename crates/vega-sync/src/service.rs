@@ -13,6 +13,7 @@ use vega_storage::{SegmentStore, WriteOptions};
 
 use crate::error::SyncError;
 use crate::failpoint::{self, FailAction, Failpoint};
+use crate::validate::{run_checks, ValidationReport, Validator};
 
 /// Told about what sync does, so other parts can react (the query engine
 /// re-points a view; metrics count jobs) without sync knowing them.
@@ -67,6 +68,8 @@ pub struct SyncService {
     tasks: tokio_util_tracker::Tracker,
     /// Cancel flags of the jobs running in this process.
     cancels: Mutex<HashMap<Id, Arc<AtomicBool>>>,
+    /// Runs the checks that need the data (set once by the server).
+    validator: std::sync::OnceLock<Arc<dyn Validator>>,
 }
 
 impl std::fmt::Debug for SyncService {
@@ -142,7 +145,22 @@ impl SyncService {
             in_flight: Mutex::new(HashSet::new()),
             tasks: Default::default(),
             cancels: Mutex::new(HashMap::new()),
+            validator: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs the validator for data checks (once; later calls are ignored).
+    pub fn set_validator(&self, validator: Arc<dyn Validator>) {
+        let _ = self.validator.set(validator);
+    }
+
+    /// Runs every check of `asset` on `manifest` (`POST /assets/{id}/validate`).
+    pub async fn check(
+        &self,
+        asset: &Asset,
+        manifest: &vega_core::Manifest,
+    ) -> Result<ValidationReport, SyncError> {
+        run_checks(asset, manifest, self.validator.get().map(|v| v.as_ref())).await
     }
 
     /// After a crash: jobs that were running are marked failed, and segment
@@ -546,17 +564,16 @@ impl SyncService {
                 .await
                 .map_err(|e| SyncError::Internal(format!("check thread: {e}")))?
         };
-        let check = check
-            .map_err(SyncError::from)
-            .and_then(|()| match asset.checks.min_rows {
-                Some(min) if !appending && manifest.rows() < min => {
-                    Err(SyncError::CheckFailed(format!(
-                        "min_rows: the new version has {} rows, the asset requires at least {min}",
-                        manifest.rows()
-                    )))
-                }
-                _ => Ok(()),
-            });
+        let check = match check.map_err(SyncError::from) {
+            Ok(()) if !appending => match self.check(asset, &manifest).await {
+                Ok(report) => match report.failure_summary() {
+                    Some(failure) => Err(SyncError::CheckFailed(failure)),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
         if let Err(e) = check.and_then(|()| self.failpoint("sync.after_checks")) {
             if !self.crash_armed() {
                 discard(self.store.clone(), manifest).await;

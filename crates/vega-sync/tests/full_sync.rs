@@ -76,7 +76,10 @@ async fn fixture(min_rows: Option<u64>) -> Fixture {
                 connection_id: con.id,
                 sync_mode: SyncMode::Full,
                 source: json!({ "path": "t.csv" }),
-                checks: AssetChecks { min_rows },
+                checks: AssetChecks {
+                    min_rows,
+                    ..Default::default()
+                },
                 schedule: None,
             },
             now,

@@ -74,6 +74,7 @@ pub async fn load(server: &RunningServer) -> Result<(), Box<dyn std::error::Erro
                             source: json!({ "path": file, "format": "csv" }),
                             checks: AssetChecks {
                                 min_rows: Some(*min_rows),
+                                ..AssetChecks::default()
                             },
                             schedule: None,
                         },

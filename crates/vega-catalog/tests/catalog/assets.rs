@@ -13,7 +13,13 @@ async fn created_asset_reads_back_by_id_and_by_name() {
     assert!(a.id.as_str().starts_with("ast_"));
     assert_eq!(a.active_version, None);
     assert_eq!(a.sync_mode, SyncMode::Full);
-    assert_eq!(a.checks, AssetChecks { min_rows: Some(1) });
+    assert_eq!(
+        a.checks,
+        AssetChecks {
+            min_rows: Some(1),
+            ..Default::default()
+        }
+    );
     assert_eq!(f.catalog.get_asset(&a.id).await.unwrap(), a);
     assert_eq!(
         f.catalog
@@ -105,7 +111,10 @@ async fn update_changes_source_and_checks() {
     let a = f.with_asset().await;
     let update = AssetUpdate {
         source: Some(json!({"path": "orders2.csv", "format": "csv"})),
-        checks: Some(AssetChecks { min_rows: None }),
+        checks: Some(AssetChecks {
+            min_rows: None,
+            ..Default::default()
+        }),
         ..AssetUpdate::default()
     };
     let updated = f.catalog.update_asset(&a.id, update, t(8)).await.unwrap();

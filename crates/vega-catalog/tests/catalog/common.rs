@@ -88,7 +88,10 @@ pub fn new_asset(connection: &Connection, namespace: &str, name: &str) -> NewAss
         connection_id: connection.id.clone(),
         sync_mode: SyncMode::Full,
         source: json!({"path": "orders.csv", "format": "csv"}),
-        checks: AssetChecks { min_rows: Some(1) },
+        checks: AssetChecks {
+            min_rows: Some(1),
+            ..Default::default()
+        },
         schedule: None,
     }
 }

@@ -56,6 +56,36 @@ pub struct UpdateAsset {
     pub reset_watermark: bool,
 }
 
+/// Refuses checks that could never run: a bad freshness age, an empty
+/// unique set, an assertion that is not one read-only SELECT over `asset`.
+async fn check_checks(state: &AppState, checks: &AssetChecks) -> Result<(), ApiError> {
+    if let Some(fresh) = &checks.freshness {
+        fresh
+            .max_age
+            .parse::<vega_config::HumanDuration>()
+            .map_err(|e| {
+                ApiError::bad_request(format!("checks.freshness.max_age: {e}"))
+                    .with_details(json!({ "field": "checks.freshness.max_age" }))
+            })?;
+    }
+    for (i, set) in checks.unique.iter().enumerate() {
+        if set.is_empty() {
+            return Err(
+                ApiError::bad_request("a unique check needs at least one column")
+                    .with_details(json!({ "field": format!("checks.unique[{i}]") })),
+            );
+        }
+    }
+    for (i, sql) in checks.sql.iter().enumerate() {
+        state.engine.check_assertion(sql).await.map_err(|e| {
+            let status = crate::error::status_of(vega_core::Classify::class(&e));
+            ApiError::new(status, "invalid_check", format!("checks.sql[{i}]: {e}"))
+                .with_details(json!({ "field": format!("checks.sql[{i}]") }))
+        })?;
+    }
+    Ok(())
+}
+
 fn check_schedule(schedule: &str) -> Result<(), ApiError> {
     vega_sync::schedule::Schedule::parse(schedule)
         .map(|_| ())
@@ -102,6 +132,9 @@ pub async fn create_asset(
     };
     if let Some(schedule) = &body.schedule {
         check_schedule(schedule)?;
+    }
+    if let Some(checks) = &body.checks {
+        check_checks(&state, checks).await?;
     }
     let connection_id = Id::parse(IdKind::Connection, &body.connection_id).ok_or_else(|| {
         ApiError::unprocessable(format!(
@@ -171,6 +204,9 @@ pub async fn update_asset(
     let asset = state.catalog.get_asset(&id).await?;
     if let Some(source) = &body.source {
         check_source(&state, &asset.connection_id, source).await?;
+    }
+    if let Some(checks) = &body.checks {
+        check_checks(&state, checks).await?;
     }
     let schedule = match body.schedule {
         Some(s) if s.trim().is_empty() => Some(None),
@@ -312,4 +348,30 @@ pub async fn rollback_asset(
     crate::publish::register_version(&state.engine, &state.store, &asset, &version)?;
     tracing::warn!(asset = %asset.qualified_name(), version = %version.label(), "asset rolled back");
     Ok(Json(asset.into()))
+}
+
+/// Runs the asset's checks on its active version and reports each one.
+#[utoipa::path(post, path = "/api/v1/assets/{id}/validate", tag = "assets",
+    params(("id" = String, Path, description = "asset id")),
+    responses((status = 200, description = "the report: passed, and per check its result, detail and example rows"),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody, description = "no version yet")))]
+pub async fn validate_asset(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Operator)?;
+    let id = path_id(IdKind::Asset, &id)?;
+    let asset = state.catalog.get_asset(&id).await?;
+    let Some(number) = asset.active_version else {
+        return Err(ApiError::unprocessable(format!(
+            "asset {} has no version yet: sync it first",
+            asset.qualified_name()
+        )));
+    };
+    let version = state.catalog.get_version(&id, number).await?;
+    let report = state.sync.check(&asset, &version.manifest).await?;
+    let mut body = serde_json::to_value(&report).unwrap_or(Value::Null);
+    body["version"] = json!(version.label());
+    Ok(Json(body))
 }
