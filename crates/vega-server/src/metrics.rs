@@ -37,6 +37,13 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Per asset: assets are named, configured objects, so their number is
+/// bounded by configuration, not by traffic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AssetLabels {
+    pub asset: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: String,
@@ -67,6 +74,8 @@ pub struct Metrics {
     pub sync_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     pub sync_rows: Counter,
     pub jobs_by_state: Family<StateLabels, Gauge>,
+    pub sync_failures: Family<AssetLabels, Counter>,
+    pub sync_lag: Family<AssetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub build_info: Family<VersionLabels, Gauge>,
     pub draining: Gauge<i64, AtomicI64>,
 }
@@ -126,6 +135,18 @@ impl Metrics {
             "Rows written by successful syncs",
             sync_rows.clone(),
         );
+        let sync_failures = Family::<AssetLabels, Counter>::default();
+        vega.register(
+            "sync_failures",
+            "Failed sync jobs per asset",
+            sync_failures.clone(),
+        );
+        let sync_lag = Family::<AssetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        vega.register(
+            "sync_lag_seconds",
+            "Seconds since the asset's data last changed (its newest successful sync)",
+            sync_lag.clone(),
+        );
         let jobs_by_state = Family::<StateLabels, Gauge>::default();
         vega.register(
             "jobs",
@@ -155,6 +176,8 @@ impl Metrics {
             sync_duration,
             sync_rows,
             jobs_by_state,
+            sync_failures,
+            sync_lag,
             build_info,
             draining,
         }

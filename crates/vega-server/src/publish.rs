@@ -10,7 +10,7 @@ use vega_query::{AssetView, QueryEngine, QueryError};
 use vega_storage::SegmentStore;
 use vega_sync::PublishListener;
 
-use crate::metrics::{Metrics, OutcomeLabels};
+use crate::metrics::{AssetLabels, Metrics, OutcomeLabels};
 
 /// Points the asset's view at `version`'s files.
 pub fn register_version(
@@ -49,7 +49,7 @@ impl PublishListener for EngineListener {
         }
     }
 
-    fn job_finished(&self, job: &Job, elapsed: Duration) {
+    fn job_finished(&self, asset: &Asset, job: &Job, elapsed: Duration) {
         let outcome = match job.state {
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
@@ -66,6 +66,14 @@ impl PublishListener for EngineListener {
             .observe(elapsed.as_secs_f64());
         if job.state == JobState::Succeeded {
             self.metrics.sync_rows.inc_by(job.rows);
+        }
+        if job.state == JobState::Failed {
+            self.metrics
+                .sync_failures
+                .get_or_create(&AssetLabels {
+                    asset: asset.qualified_name(),
+                })
+                .inc();
         }
     }
 }

@@ -20,8 +20,8 @@ use crate::validate::{run_checks, ValidationReport, Validator};
 pub trait PublishListener: Send + Sync {
     /// A version became active.
     fn published(&self, asset: &Asset, version: &Version);
-    /// A job ended, however it ended.
-    fn job_finished(&self, _job: &Job, _elapsed: Duration) {}
+    /// A job of `asset` ended, however it ended.
+    fn job_finished(&self, _asset: &Asset, _job: &Job, _elapsed: Duration) {}
 }
 
 /// Sizing and limits of the sync service.
@@ -393,7 +393,9 @@ impl SyncService {
             .finish_job(&job.id, outcome, self.clock.now())
             .await
         {
-            Ok(finished) => self.listener.job_finished(&finished, started.elapsed()),
+            Ok(finished) => self
+                .listener
+                .job_finished(&asset, &finished, started.elapsed()),
             Err(e) => {
                 tracing::error!(job_id = %job.id, error = %e, "recording the end of a sync job failed")
             }

@@ -29,7 +29,7 @@ impl PublishListener for Recorder {
             .unwrap()
             .push((asset.qualified_name(), version.number));
     }
-    fn job_finished(&self, job: &Job, _elapsed: Duration) {
+    fn job_finished(&self, _asset: &Asset, job: &Job, _elapsed: Duration) {
         self.finished.lock().unwrap().push(job.state);
     }
 }

@@ -186,6 +186,33 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     state.metrics.draining.set(i64::from(state.is_draining()));
+    if let Ok(assets) = state.catalog.list_assets().await {
+        let now = state.clock.now();
+        for asset in assets {
+            let newest = state
+                .catalog
+                .list_jobs(vega_catalog::JobFilter {
+                    asset_id: Some(asset.id.clone()),
+                    state: Some(vega_core::JobState::Succeeded),
+                    limit: Some(1),
+                })
+                .await;
+            if let Some(finished) = newest
+                .ok()
+                .and_then(|j| j.into_iter().next())
+                .and_then(|j| j.finished_at)
+            {
+                let lag = (now - finished).num_milliseconds().max(0) as f64 / 1000.0;
+                state
+                    .metrics
+                    .sync_lag
+                    .get_or_create(&crate::metrics::AssetLabels {
+                        asset: asset.qualified_name(),
+                    })
+                    .set(lag);
+            }
+        }
+    }
     let mut out = state.metrics.encode();
     let data_dir = state.data_dir.clone();
     let store = state.store.clone();

@@ -108,6 +108,7 @@ fn metrics_expose_the_required_families() {
         "vega_query_errors_total{engine=\"duckdb\",code=\"invalid_sql\"} 1",
         "vega_sync_jobs_total{outcome=\"succeeded\"} 1",
         "vega_jobs{state=\"succeeded\"} 1",
+        "vega_sync_lag_seconds{asset=\"s.t\"} ",
         "process_cpu_seconds_total ",
         "process_resident_memory_bytes ",
         "vega_data_dir_disk_available_bytes ",

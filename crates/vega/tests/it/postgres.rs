@@ -110,6 +110,14 @@ fn a_source_that_is_down_fails_after_its_retries_and_keeps_the_active_version() 
         .unwrap();
     let report: serde_json::Value = health.json().unwrap();
     assert_eq!(report["status"], "degraded", "{report}");
+    let metrics = vega
+        .client()
+        .get(format!("{}/metrics", vega.ops))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("vega_sync_failures_total{asset=\"s.t\"} 1"), "{metrics}");
 }
 
 #[test]
