@@ -117,7 +117,10 @@ fn a_source_that_is_down_fails_after_its_retries_and_keeps_the_active_version() 
         .unwrap()
         .text()
         .unwrap();
-    assert!(metrics.contains("vega_sync_failures_total{asset=\"s.t\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("vega_sync_failures_total{asset=\"s.t\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
