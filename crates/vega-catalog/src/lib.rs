@@ -42,6 +42,8 @@ pub struct AssetUpdate {
     /// `Some(None)` clears the watermark (the next incremental sync starts
     /// from the beginning).
     pub watermark: Option<Option<serde_json::Value>>,
+    /// `Some(None)` removes the retention.
+    pub retention: Option<Option<vega_core::Retention>>,
 }
 
 /// Filters for listing jobs; all are optional and combine with AND.

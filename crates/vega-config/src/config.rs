@@ -113,6 +113,9 @@ pub const SYNC_MAX_ATTEMPTS_RANGE: RangeInclusive<u32> = 1..=100;
 pub const DEFAULT_SYNC_RETRY_INITIAL_BACKOFF: HumanDuration = HumanDuration::from_secs(1);
 /// The bound doubles per attempt up to one minute.
 pub const DEFAULT_SYNC_RETRY_MAX_BACKOFF: HumanDuration = HumanDuration::from_mins(1);
+/// Retention runs hourly: periods are days or hours, so an hour's slack is
+/// fine, and each run rewrites at most the segments at the cutoff.
+pub const DEFAULT_SYNC_RETENTION_INTERVAL: HumanDuration = HumanDuration::from_hours(1);
 /// How often the scheduler looks for assets that are due.
 pub const DEFAULT_SYNC_SCHEDULER_TICK: HumanDuration = HumanDuration::from_secs(1);
 
@@ -307,6 +310,8 @@ pub struct SyncConfig {
     pub retry_max_backoff: HumanDuration,
     /// How often the scheduler looks for assets whose schedule is due.
     pub scheduler_tick: HumanDuration,
+    /// How often retention runs for each asset that has a retention.
+    pub retention_interval: HumanDuration,
 }
 
 impl Default for SyncConfig {
@@ -319,6 +324,7 @@ impl Default for SyncConfig {
             retry_initial_backoff: DEFAULT_SYNC_RETRY_INITIAL_BACKOFF,
             retry_max_backoff: DEFAULT_SYNC_RETRY_MAX_BACKOFF,
             scheduler_tick: DEFAULT_SYNC_SCHEDULER_TICK,
+            retention_interval: DEFAULT_SYNC_RETENTION_INTERVAL,
         }
     }
 }

@@ -212,6 +212,11 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
         s.scheduler_tick.is_zero(),
         "the scheduler would spin",
     );
+    f.not_zero(
+        "sync.retention_interval",
+        s.retention_interval.is_zero(),
+        "retention would run without pause",
+    );
     if s.retry_initial_backoff > s.retry_max_backoff {
         f.add_related(
             "sync.retry_initial_backoff",

@@ -112,6 +112,9 @@ pub struct Asset {
     /// the connector); `None` before the first incremental sync.
     #[serde(default)]
     pub watermark: Option<serde_json::Value>,
+    /// How long rows are kept, by a time column.
+    #[serde(default)]
+    pub retention: Option<Retention>,
     /// The version queries read, if any has been published.
     pub active_version: Option<u32>,
     pub created_at: DateTime<Utc>,
@@ -136,6 +139,20 @@ pub struct NewAsset {
     /// See [`Asset::schedule`].
     #[serde(default)]
     pub schedule: Option<String>,
+    /// See [`Asset::retention`].
+    #[serde(default)]
+    pub retention: Option<Retention>,
+}
+
+/// Rows whose `column` is older than `period` (e.g. `"30d"`) are removed
+/// by the retention job: segments wholly past it are dropped, the one that
+/// straddles it is rewritten, and the result is published as a new
+/// version (history kept). Rows with a NULL time are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub column: String,
+    pub period: String,
 }
 
 /// Checks run on a freshly written version before it is published, and by

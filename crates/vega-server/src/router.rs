@@ -52,6 +52,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(assets::list_versions))
         .routes(routes!(assets::rollback_asset))
         .routes(routes!(assets::validate_asset))
+        .routes(routes!(assets::run_retention))
         .routes(routes!(query::query))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))

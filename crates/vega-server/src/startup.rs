@@ -267,6 +267,8 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         sync: sync.clone(),
         clock: clock.clone(),
         tick: config.sync.scheduler_tick.into(),
+        retention_interval: config.sync.retention_interval.into(),
+        last_retention: Default::default(),
     }
     .spawn(scheduler_rx);
     state.started_up.store(true, Ordering::SeqCst);

@@ -9,6 +9,7 @@
 
 mod error;
 mod failpoint;
+pub mod retention;
 pub mod schedule;
 mod scheduler;
 mod service;

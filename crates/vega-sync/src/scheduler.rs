@@ -21,6 +21,11 @@ pub struct Scheduler {
     pub sync: Arc<SyncService>,
     pub clock: Arc<dyn Clock>,
     pub tick: Duration,
+    /// How often retention runs per asset (first run at start).
+    pub retention_interval: Duration,
+    /// When this process last started retention of each asset.
+    pub last_retention:
+        std::sync::Mutex<std::collections::HashMap<Id, chrono::DateTime<chrono::Utc>>>,
 }
 
 impl Scheduler {
@@ -42,11 +47,40 @@ impl Scheduler {
         })
     }
 
+    async fn maybe_retain(&self, asset_id: &Id, now: chrono::DateTime<chrono::Utc>) {
+        let due = {
+            let last = self
+                .last_retention
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match last.get(asset_id) {
+                Some(at) => chrono::Duration::from_std(self.retention_interval)
+                    .map(|every| now >= *at + every)
+                    .unwrap_or(false),
+                None => true,
+            }
+        };
+        if !due {
+            return;
+        }
+        match self.sync.start_retention(asset_id).await {
+            Ok(_) | Err(SyncError::Catalog(CatalogError::Conflict { .. })) => {
+                if let Ok(mut last) = self.last_retention.lock() {
+                    last.insert(asset_id.clone(), now);
+                }
+            }
+            Err(e) => tracing::warn!(asset_id = %asset_id, error = %e, "retention could not start"),
+        }
+    }
+
     /// Starts every due sync once; returns the assets started.
     pub async fn tick_once(&self) -> Result<Vec<Id>, SyncError> {
         let now = self.clock.now();
         let mut started = Vec::new();
         for asset in self.catalog.list_assets().await? {
+            if asset.retention.is_some() && asset.active_version.is_some() {
+                self.maybe_retain(&asset.id, now).await;
+            }
             let Some(text) = asset.schedule.as_deref() else {
                 continue;
             };

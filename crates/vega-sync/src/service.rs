@@ -633,6 +633,134 @@ impl SyncService {
         Ok(version)
     }
 
+    /// Starts a retention run of `asset_id` in the background. It runs as a
+    /// sync job (mode `retention`), so it never overlaps a sync of the same
+    /// asset: both publish versions.
+    pub async fn start_retention(self: &Arc<Self>, asset_id: &Id) -> Result<Job, SyncError> {
+        let asset = self.catalog.get_asset(asset_id).await?;
+        let Some(retention) = asset.retention.clone() else {
+            return Err(SyncError::Unsupported(format!(
+                "asset {} has no retention configured",
+                asset.qualified_name()
+            )));
+        };
+        let period: vega_config::HumanDuration = retention
+            .period
+            .parse()
+            .map_err(|e| SyncError::Unsupported(format!("retention.period: {e}")))?;
+        let job = self
+            .catalog
+            .start_job(
+                JobKind::Sync,
+                Some(asset_id),
+                serde_json::json!({ "mode": "retention" }),
+                self.clock.now(),
+            )
+            .await?;
+        let this = self.clone();
+        let guard = self.tasks.enter();
+        let spawned = job.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let started = Instant::now();
+            let result = this
+                .run_retention(&asset, &spawned, &retention.column, period.into())
+                .await;
+            let outcome = match &result {
+                Ok(Some(v)) => JobOutcome::Succeeded {
+                    result_version: Some(v.number),
+                },
+                Ok(None) => JobOutcome::Succeeded {
+                    result_version: None,
+                },
+                Err(e) => JobOutcome::Failed {
+                    error: e.to_string(),
+                },
+            };
+            if let Err(e) = &result {
+                tracing::warn!(asset = %asset.qualified_name(), job_id = %spawned.id, error = %e, "retention failed");
+            }
+            match this
+                .catalog
+                .finish_job(&spawned.id, outcome, this.clock.now())
+                .await
+            {
+                Ok(finished) => this
+                    .listener
+                    .job_finished(&asset, &finished, started.elapsed()),
+                Err(e) => {
+                    tracing::error!(job_id = %spawned.id, error = %e, "recording the end of a retention job failed")
+                }
+            }
+        });
+        Ok(job)
+    }
+
+    async fn run_retention(
+        &self,
+        asset: &Asset,
+        job: &Job,
+        column: &str,
+        period: Duration,
+    ) -> Result<Option<Version>, SyncError> {
+        let Some(number) = asset.active_version else {
+            return Ok(None);
+        };
+        let version = self.catalog.get_version(&asset.id, number).await?;
+        let cutoff = self.clock.now()
+            - chrono::Duration::from_std(period).map_err(|e| SyncError::Internal(e.to_string()))?;
+        let staging_id = format!("{}-retention", job.id);
+        let staging_dir = format!("{}/{staging_id}", asset.id);
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(staging_dir.clone());
+        let store = self.store.clone();
+        let asset_id = asset.id.clone();
+        let column = column.to_string();
+        let manifest = version.manifest.clone();
+        let options = WriteOptions {
+            rows_per_segment: self.options.rows_per_segment,
+            ..WriteOptions::default()
+        };
+        let trimmed = tokio::task::spawn_blocking(move || {
+            crate::retention::trim(
+                &store,
+                &asset_id,
+                &staging_id,
+                &manifest,
+                &column,
+                cutoff.timestamp_millis(),
+                options,
+            )
+        })
+        .await
+        .map_err(|e| SyncError::Internal(format!("retention thread: {e}")));
+        let result = async {
+            let Some(trimmed) = trimmed?? else {
+                return Ok(None);
+            };
+            tracing::info!(
+                asset = %asset.qualified_name(), rows_removed = trimmed.rows_removed,
+                segments_dropped = trimmed.segments_dropped, segments_rewritten = trimmed.segments_rewritten,
+                "retention trimmed the asset"
+            );
+            let version = self
+                .catalog
+                .publish_version(&asset.id, trimmed.manifest, Some(&job.id), self.clock.now())
+                .await?;
+            let asset = self.catalog.get_asset(&asset.id).await?;
+            self.listener.published(&asset, &version);
+            Ok(Some(version))
+        }
+        .await;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&staging_dir);
+        result
+    }
+
     /// Jobs currently running in this process.
     pub fn running_jobs(&self) -> usize {
         self.tasks.running()

@@ -81,6 +81,7 @@ async fn fixture(min_rows: Option<u64>) -> Fixture {
                     ..Default::default()
                 },
                 schedule: None,
+                retention: None,
             },
             now,
         )

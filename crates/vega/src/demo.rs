@@ -77,6 +77,7 @@ pub async fn load(server: &RunningServer) -> Result<(), Box<dyn std::error::Erro
                                 ..AssetChecks::default()
                             },
                             schedule: None,
+                            retention: None,
                         },
                         state.clock.now(),
                     )

@@ -17,12 +17,12 @@ use crate::{AssetUpdate, CatalogError, Result};
 const TABLE: &str = "assets";
 
 pub(super) const COLUMNS: &str = "id, namespace, name, connection_id, sync_mode, source_json, \
-     checks_json, schedule, watermark_json, active_version, created_at, updated_at";
+     checks_json, schedule, watermark_json, retention_json, active_version, created_at, updated_at";
 
 /// The same columns qualified with the table alias `a`, for joins.
 pub(super) const COLUMNS_A: &str = "a.id, a.namespace, a.name, a.connection_id, a.sync_mode, \
-     a.source_json, a.checks_json, a.schedule, a.watermark_json, a.active_version, a.created_at, \
-     a.updated_at";
+     a.source_json, a.checks_json, a.schedule, a.watermark_json, a.retention_json, a.active_version, \
+     a.created_at, a.updated_at";
 
 pub(super) fn decode(row: &AnyRow) -> Result<Asset> {
     Ok(Asset {
@@ -35,6 +35,13 @@ pub(super) fn decode(row: &AnyRow) -> Result<Asset> {
         checks: codec::json_col::<AssetChecks>(row, TABLE, "checks_json")?,
         schedule: codec::col(row, TABLE, "schedule")?,
         watermark: codec::opt_json_col(row, TABLE, "watermark_json")?,
+        retention: match codec::opt_json_col(row, TABLE, "retention_json")? {
+            Some(v) => Some(
+                serde_json::from_value(v)
+                    .map_err(|e| codec::corrupt(TABLE, format!("retention_json: {e}")))?,
+            ),
+            None => None,
+        },
         active_version: codec::opt_u32_col(row, TABLE, "active_version")?,
         created_at: codec::time_col(row, TABLE, "created_at")?,
         updated_at: codec::time_col(row, TABLE, "updated_at")?,
@@ -110,13 +117,14 @@ pub(super) async fn create(
         checks: new.checks,
         schedule: new.schedule,
         watermark: None,
+        retention: new.retention,
         active_version: None,
         created_at: now,
         updated_at: now,
     };
     let sql = format!(
         "INSERT INTO assets ({COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     );
     sqlx::query(&sql)
         .bind(asset.id.as_str())
@@ -128,6 +136,13 @@ pub(super) async fn create(
         .bind(codec::json(TABLE, &asset.checks)?)
         .bind(asset.schedule.as_deref())
         .bind(None::<String>)
+        .bind(
+            asset
+                .retention
+                .as_ref()
+                .map(|r| codec::json(TABLE, r))
+                .transpose()?,
+        )
         .bind(None::<i64>)
         .bind(codec::time(asset.created_at))
         .bind(codec::time(asset.updated_at))
@@ -209,10 +224,13 @@ pub(super) async fn update(
     if let Some(watermark) = update.watermark {
         asset.watermark = watermark;
     }
+    if let Some(retention) = update.retention {
+        asset.retention = retention;
+    }
     asset.updated_at = now;
     sqlx::query(
         "UPDATE assets SET source_json = $2, checks_json = $3, schedule = $4, \
-         watermark_json = $5, updated_at = $6 WHERE id = $1",
+         watermark_json = $5, updated_at = $6, retention_json = $7 WHERE id = $1",
     )
     .bind(asset.id.as_str())
     .bind(asset.source.to_string())
@@ -220,6 +238,13 @@ pub(super) async fn update(
     .bind(asset.schedule.as_deref())
     .bind(asset.watermark.as_ref().map(|w| w.to_string()))
     .bind(codec::time(asset.updated_at))
+    .bind(
+        asset
+            .retention
+            .as_ref()
+            .map(|r| codec::json(TABLE, r))
+            .transpose()?,
+    )
     .execute(&mut *w.tx)
     .await
     .map_err(db("updating an asset"))?;

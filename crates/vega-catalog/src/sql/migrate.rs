@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "schedules_and_watermarks",
         sql: include_str!("../../migrations/0002_schedules_and_watermarks.sql"),
     },
+    Migration {
+        version: 3,
+        name: "retention",
+        sql: include_str!("../../migrations/0003_retention.sql"),
+    },
 ];
 
 /// A migration recorded in `schema_migrations`.

@@ -274,3 +274,50 @@ async fn a_deleted_assets_name_can_be_used_again() {
     f.catalog.delete_asset(&again.id).await.unwrap();
     f.catalog.delete_connection(&con.id).await.unwrap();
 }
+
+#[tokio::test]
+async fn retention_round_trips_on_create_update_and_clear() {
+    let f = Fixture::new().await;
+    let con = f.connection("files").await;
+    let mut new = new_asset(&con, "ops", "events");
+    let retention = vega_core::Retention {
+        column: "day".into(),
+        period: "30d".into(),
+    };
+    new.retention = Some(retention.clone());
+    let a = f.catalog.create_asset(new, t(1)).await.unwrap();
+    assert_eq!(a.retention.as_ref(), Some(&retention));
+    assert_eq!(f.catalog.get_asset(&a.id).await.unwrap(), a);
+
+    let longer = vega_core::Retention {
+        column: "day".into(),
+        period: "90d".into(),
+    };
+    let updated = f
+        .catalog
+        .update_asset(
+            &a.id,
+            AssetUpdate {
+                retention: Some(Some(longer.clone())),
+                ..AssetUpdate::default()
+            },
+            t(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.retention.as_ref(), Some(&longer));
+    let cleared = f
+        .catalog
+        .update_asset(
+            &a.id,
+            AssetUpdate {
+                retention: Some(None),
+                ..AssetUpdate::default()
+            },
+            t(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.retention, None);
+    assert_eq!(f.catalog.get_asset(&a.id).await.unwrap().retention, None);
+}

@@ -93,6 +93,7 @@ pub fn new_asset(connection: &Connection, namespace: &str, name: &str) -> NewAss
             ..Default::default()
         },
         schedule: None,
+        retention: None,
     }
 }
 

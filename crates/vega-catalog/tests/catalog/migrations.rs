@@ -245,7 +245,8 @@ async fn migration_0002_applies_to_a_catalog_made_with_only_0001() {
         applied,
         [
             (1, "initial".to_string()),
-            (2, "schedules_and_watermarks".to_string())
+            (2, "schedules_and_watermarks".to_string()),
+            (3, "retention".to_string())
         ]
     );
     let asset = catalog.get_asset(&id).await.unwrap();

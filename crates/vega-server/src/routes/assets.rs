@@ -32,6 +32,10 @@ pub struct CreateAsset {
     /// seconds (`"0 */5 * * * *"`).
     #[serde(default)]
     pub schedule: Option<String>,
+    /// Rows older than `period` by `column` are removed (`{"column": "ts", "period": "30d"}`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub retention: Option<vega_core::Retention>,
     /// What to read (for `file`: `{"path": "orders.csv", "format": "csv"}`).
     #[schema(value_type = Object)]
     pub source: Value,
@@ -54,6 +58,29 @@ pub struct UpdateAsset {
     /// the beginning.
     #[serde(default)]
     pub reset_watermark: bool,
+    /// A new retention (`{"column", "period"}`).
+    #[schema(value_type = Option<Object>)]
+    pub retention: Option<vega_core::Retention>,
+    /// `true` removes the retention.
+    #[serde(default)]
+    pub remove_retention: bool,
+}
+
+fn check_retention(retention: &vega_core::Retention) -> Result<(), ApiError> {
+    if retention.column.trim().is_empty() {
+        return Err(
+            ApiError::bad_request("retention.column must name a date or timestamp column")
+                .with_details(json!({ "field": "retention.column" })),
+        );
+    }
+    retention
+        .period
+        .parse::<vega_config::HumanDuration>()
+        .map(|_| ())
+        .map_err(|e| {
+            ApiError::bad_request(format!("retention.period: {e}"))
+                .with_details(json!({ "field": "retention.period" }))
+        })
 }
 
 /// Refuses checks that could never run: a bad freshness age, an empty
@@ -136,6 +163,9 @@ pub async fn create_asset(
     if let Some(checks) = &body.checks {
         check_checks(&state, checks).await?;
     }
+    if let Some(retention) = &body.retention {
+        check_retention(retention)?;
+    }
     let connection_id = Id::parse(IdKind::Connection, &body.connection_id).ok_or_else(|| {
         ApiError::unprocessable(format!(
             "connection '{}' does not exist",
@@ -164,6 +194,7 @@ pub async fn create_asset(
                 source: body.source,
                 checks: body.checks.unwrap_or_default(),
                 schedule: body.schedule,
+                retention: body.retention,
             },
             state.clock.now(),
         )
@@ -208,6 +239,9 @@ pub async fn update_asset(
     if let Some(checks) = &body.checks {
         check_checks(&state, checks).await?;
     }
+    if let Some(retention) = &body.retention {
+        check_retention(retention)?;
+    }
     let schedule = match body.schedule {
         Some(s) if s.trim().is_empty() => Some(None),
         Some(s) => {
@@ -228,6 +262,11 @@ pub async fn update_asset(
                     Some(None)
                 } else {
                     None
+                },
+                retention: if body.remove_retention {
+                    Some(None)
+                } else {
+                    body.retention.map(Some)
                 },
             },
             state.clock.now(),
@@ -374,4 +413,22 @@ pub async fn validate_asset(
     let mut body = serde_json::to_value(&report).unwrap_or(Value::Null);
     body["version"] = json!(version.label());
     Ok(Json(body))
+}
+
+/// Runs retention now: rows older than the asset's retention period are
+/// removed in a new version (history kept, so it can be rolled back).
+#[utoipa::path(post, path = "/api/v1/assets/{id}/retention", tag = "assets",
+    params(("id" = String, Path, description = "asset id")),
+    responses((status = 202, body = JobView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "a sync runs"),
+              (status = 422, body = ErrorBody, description = "no retention configured")))]
+pub async fn run_retention(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    principal.require(Role::Operator)?;
+    let id = path_id(IdKind::Asset, &id)?;
+    let job = state.sync.start_retention(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(job.into())))
 }

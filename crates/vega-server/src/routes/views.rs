@@ -47,6 +47,9 @@ pub struct AssetView {
     #[schema(value_type = Object)]
     pub checks: Value,
     pub schedule: Option<String>,
+    /// `{"column", "period"}`: rows older than the period are removed.
+    #[schema(value_type = Option<Object>)]
+    pub retention: Option<Value>,
     /// Where the next incremental sync resumes.
     #[schema(value_type = Option<Object>)]
     pub watermark: Option<Value>,
@@ -68,6 +71,7 @@ impl From<Asset> for AssetView {
             source: a.source,
             checks: serde_json::to_value(&a.checks).unwrap_or(Value::Null),
             schedule: a.schedule,
+            retention: a.retention.and_then(|r| serde_json::to_value(r).ok()),
             watermark: a.watermark,
             active_version: a.active_version.map(|n| format!("v{n}")),
             created_at: vega_core::clock::to_catalog_time(a.created_at),

@@ -247,6 +247,7 @@ fn openapi_document_lists_every_route() {
         ("get", "/api/v1/assets/{id}/versions"),
         ("post", "/api/v1/assets/{id}/rollback"),
         ("post", "/api/v1/assets/{id}/validate"),
+        ("post", "/api/v1/assets/{id}/retention"),
         ("post", "/api/v1/query"),
         ("get", "/api/v1/jobs"),
         ("get", "/api/v1/jobs/{id}"),

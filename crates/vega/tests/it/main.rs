@@ -11,6 +11,7 @@ mod incremental;
 mod observability;
 mod postgres;
 mod query;
+mod retention;
 mod sandbox;
 mod server;
 mod shutdown;
