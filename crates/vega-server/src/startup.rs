@@ -271,6 +271,8 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         last_retention: Default::default(),
     }
     .spawn(scheduler_rx);
+    // Interrupted jobs run again, now that views are registered.
+    sync.resume(&report.interrupted).await;
     state.started_up.store(true, Ordering::SeqCst);
     tracing::info!(api = %api_addr, ops = %ops_addr, node_id = %state.node_id,
         version = vega_core::VERSION, "vega is ready");

@@ -15,6 +15,9 @@ use crate::error::SyncError;
 use crate::failpoint::{self, FailAction, Failpoint};
 use crate::validate::{run_checks, ValidationReport, Validator};
 
+/// How often a running sync records its progress (rows, bytes) in its job.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Told about what sync does, so other parts can react (the query engine
 /// re-points a view; metrics count jobs) without sync knowing them.
 pub trait PublishListener: Send + Sync {
@@ -179,7 +182,43 @@ impl SyncService {
             interrupted_jobs: interrupted.len(),
             orphan_files_removed: orphans.0,
             orphan_bytes_removed: orphans.1,
+            interrupted,
         })
+    }
+
+    /// Starts again, as new jobs, the sync and retention jobs that a crash
+    /// interrupted (from [`SyncService::recover`]); returns the new jobs.
+    /// A job that cannot start (its asset was deleted, its connection
+    /// disabled) is logged and skipped.
+    pub async fn resume(self: &Arc<Self>, interrupted: &[Job]) -> Vec<Job> {
+        let mut started = Vec::new();
+        for job in interrupted {
+            let Some(asset_id) = &job.asset_id else {
+                continue;
+            };
+            let mode = job
+                .params
+                .get("mode")
+                .and_then(|m| m.as_str())
+                .unwrap_or("full");
+            let result = match mode {
+                "retention" => self.start_retention(asset_id).await,
+                other => match SyncMode::parse(other) {
+                    Some(mode) => self.start(asset_id, mode).await,
+                    None => continue,
+                },
+            };
+            match result {
+                Ok(new) => {
+                    tracing::info!(interrupted = %job.id, job_id = %new.id, asset_id = %asset_id, mode,
+                        "restarted a job that a crash interrupted");
+                    started.push(new);
+                }
+                Err(e) => tracing::warn!(interrupted = %job.id, asset_id = %asset_id, error = %e,
+                    "a job that a crash interrupted could not be restarted"),
+            }
+        }
+        started
     }
 
     /// Deletes segment files that no version references, except those of
@@ -484,7 +523,8 @@ impl SyncService {
             rows_per_segment: self.options.rows_per_segment,
             ..WriteOptions::default()
         };
-        let (manifest, watermark) = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
+        let (progress_tx, progress_rx) = tokio::sync::watch::channel((0u64, 0u64));
+        let blocking = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
             let mut incremental: Option<Box<dyn IncrementalSource>> = None;
             let mut full: Option<Box<dyn BatchSource>> = None;
             if incremental_asset {
@@ -505,6 +545,7 @@ impl SyncService {
                         return Err(SyncError::Cancelled("stopped before it finished".into()));
                     }
                     staged.write(&batch)?;
+                    progress_tx.send_replace((staged.rows(), staged.bytes_written()));
                 }
                 Ok(())
             })();
@@ -520,12 +561,29 @@ impl SyncService {
                 staged.abort()?;
                 let schema = serde_json::to_value(schema.as_ref())
                     .map_err(|e| SyncError::Internal(format!("encoding the schema: {e}")))?;
-                return Ok((vega_core::Manifest { schema, segments: Vec::new() }, watermark));
+                return Ok((
+                    vega_core::Manifest {
+                        schema,
+                        segments: Vec::new(),
+                    },
+                    watermark,
+                ));
             }
             Ok((staged.finish()?, watermark))
-        })
-        .await
-        .map_err(|e| SyncError::Internal(format!("sync thread: {e}")))??;
+        });
+        // Report progress while the thread writes.
+        tokio::pin!(blocking);
+        let joined = loop {
+            tokio::select! {
+                joined = &mut blocking => break joined,
+                _ = tokio::time::sleep(PROGRESS_EVERY) => {
+                    let (rows, bytes) = *progress_rx.borrow();
+                    let _ = self.catalog.update_job_progress(&job.id, JobProgress { rows, bytes }).await;
+                }
+            }
+        };
+        let (manifest, watermark) =
+            joined.map_err(|e| SyncError::Internal(format!("sync thread: {e}")))??;
 
         let _ = self
             .catalog
@@ -773,9 +831,11 @@ impl SyncService {
 }
 
 /// What [`SyncService::recover`] found and fixed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RecoveryReport {
     pub interrupted_jobs: usize,
     pub orphan_files_removed: u64,
     pub orphan_bytes_removed: u64,
+    /// The jobs marked failed, for [`SyncService::resume`].
+    pub interrupted: Vec<Job>,
 }
