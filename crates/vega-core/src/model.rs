@@ -176,6 +176,10 @@ pub struct AssetChecks {
     /// The newest value of a time column must be recent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<FreshnessCheck>,
+    /// The new version must have the active version's schema (same
+    /// columns, types and order); a source whose schema changed fails.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub same_schema: bool,
     /// SQL assertions: each is a SELECT over the name `asset` (the new
     /// version's rows) that must return no row, e.g.
     /// `SELECT * FROM asset WHERE amount < 0`.

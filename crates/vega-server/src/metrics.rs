@@ -32,16 +32,18 @@ pub struct QueryErrorLabels {
     pub code: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: String,
-}
-
 /// Per asset: assets are named, configured objects, so their number is
 /// bounded by configuration, not by traffic.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AssetLabels {
     pub asset: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// `full`, `incremental` or `retention`.
+    pub mode: String,
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,9 +72,10 @@ pub struct Metrics {
     pub query_duration: Family<QueryLabels, Histogram, fn() -> Histogram>,
     pub query_errors: Family<QueryErrorLabels, Counter>,
     pub query_rows: Counter,
-    pub sync_jobs: Family<OutcomeLabels, Counter>,
-    pub sync_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    pub sync_jobs: Family<JobLabels, Counter>,
+    pub sync_duration: Family<JobLabels, Histogram, fn() -> Histogram>,
     pub sync_rows: Counter,
+    pub sync_bytes: Counter,
     pub jobs_by_state: Family<StateLabels, Gauge>,
     pub sync_failures: Family<AssetLabels, Counter>,
     pub sync_lag: Family<AssetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -114,20 +117,25 @@ impl Metrics {
             "Rows returned by queries",
             query_rows.clone(),
         );
-        let sync_jobs = Family::<OutcomeLabels, Counter>::default();
+        let sync_jobs = Family::<JobLabels, Counter>::default();
         vega.register(
             "sync_jobs",
-            "Finished sync jobs by outcome",
+            "Finished sync jobs by mode and outcome",
             sync_jobs.clone(),
         );
-        let sync_duration =
-            Family::<OutcomeLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
+        let sync_duration = Family::<JobLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
         vega.register(
             "sync_duration_seconds",
-            "Sync job duration by outcome",
+            "Sync job duration by mode and outcome",
             sync_duration.clone(),
+        );
+        let sync_bytes = Counter::default();
+        vega.register(
+            "sync_bytes_written",
+            "Bytes of segments written by successful syncs",
+            sync_bytes.clone(),
         );
         let sync_rows = Counter::default();
         vega.register(
@@ -175,6 +183,7 @@ impl Metrics {
             sync_jobs,
             sync_duration,
             sync_rows,
+            sync_bytes,
             jobs_by_state,
             sync_failures,
             sync_lag,

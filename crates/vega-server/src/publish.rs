@@ -10,7 +10,7 @@ use vega_query::{AssetView, QueryEngine, QueryError};
 use vega_storage::SegmentStore;
 use vega_sync::PublishListener;
 
-use crate::metrics::{AssetLabels, Metrics, OutcomeLabels};
+use crate::metrics::{AssetLabels, JobLabels, Metrics};
 
 /// Points the asset's view at `version`'s files.
 pub fn register_version(
@@ -56,7 +56,13 @@ impl PublishListener for EngineListener {
             JobState::Cancelled => "cancelled",
             _ => "unknown",
         };
-        let labels = OutcomeLabels {
+        let labels = JobLabels {
+            mode: job
+                .params
+                .get("mode")
+                .and_then(|m| m.as_str())
+                .unwrap_or("full")
+                .to_string(),
             outcome: outcome.to_string(),
         };
         self.metrics.sync_jobs.get_or_create(&labels).inc();
@@ -66,6 +72,7 @@ impl PublishListener for EngineListener {
             .observe(elapsed.as_secs_f64());
         if job.state == JobState::Succeeded {
             self.metrics.sync_rows.inc_by(job.rows);
+            self.metrics.sync_bytes.inc_by(job.bytes);
         }
         if job.state == JobState::Failed {
             self.metrics

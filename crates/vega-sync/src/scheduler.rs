@@ -84,6 +84,16 @@ impl Scheduler {
             let Some(text) = asset.schedule.as_deref() else {
                 continue;
             };
+            // A disabled connection starts no syncs; enabling it resumes the
+            // schedule at the next tick.
+            match self.catalog.get_connection(&asset.connection_id).await {
+                Ok(connection) if !connection.enabled => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(asset = %asset.qualified_name(), error = %e, "skipping an asset whose connection cannot be read");
+                    continue;
+                }
+            }
             let schedule = match Schedule::parse(text) {
                 Ok(s) => s,
                 Err(e) => {

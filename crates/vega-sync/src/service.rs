@@ -625,6 +625,17 @@ impl SyncService {
                 .map_err(|e| SyncError::Internal(format!("check thread: {e}")))?
         };
         let check = match check.map_err(SyncError::from) {
+            Ok(()) if !appending && asset.checks.same_schema && asset.active_version.is_some() => {
+                match self.schema_unchanged(asset, &manifest).await {
+                    Ok(()) => self.check(asset, &manifest).await.and_then(|report| {
+                        match report.failure_summary() {
+                            Some(failure) => Err(SyncError::CheckFailed(failure)),
+                            None => Ok(()),
+                        }
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
             Ok(()) if !appending => match self.check(asset, &manifest).await {
                 Ok(report) => match report.failure_summary() {
                     Some(failure) => Err(SyncError::CheckFailed(failure)),
@@ -817,6 +828,41 @@ impl SyncService {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&staging_dir);
         result
+    }
+
+    /// The `same_schema` check: the new manifest's schema equals the
+    /// active version's.
+    async fn schema_unchanged(
+        &self,
+        asset: &Asset,
+        manifest: &vega_core::Manifest,
+    ) -> Result<(), SyncError> {
+        let Some(number) = asset.active_version else {
+            return Ok(());
+        };
+        let active = self.catalog.get_version(&asset.id, number).await?;
+        let columns = |schema: &serde_json::Value| -> Vec<String> {
+            schema["fields"]
+                .as_array()
+                .map(|fields| {
+                    fields
+                        .iter()
+                        .map(|f| {
+                            format!("{} {}", f["name"].as_str().unwrap_or("?"), f["data_type"])
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (before, after) = (columns(&active.manifest.schema), columns(&manifest.schema));
+        if before == after {
+            return Ok(());
+        }
+        Err(SyncError::CheckFailed(format!(
+            "same_schema: the source's schema changed from [{}] to [{}]",
+            before.join(", "),
+            after.join(", ")
+        )))
     }
 
     /// Jobs currently running in this process.

@@ -199,3 +199,50 @@ fn cancelling_a_running_sync_keeps_the_active_version() {
     let r = vega.post(&format!("/api/v1/jobs/{job}/cancel"), &json!({}));
     assert_eq!(r.status, 409, "{}", r.text);
 }
+
+#[test]
+fn a_disabled_connection_pauses_the_schedule_and_enable_resumes_it() {
+    let src = SourceDir::new();
+    src.write("t.csv", "a\n1\n");
+    let vega = server(&src);
+    let con = vega.file_connection("files", &src.path());
+    let r = vega.put(&format!("/api/v1/connections/{con}/disable"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = vega.post(
+        "/api/v1/assets",
+        &json!({ "namespace": "s", "name": "t", "connection_id": con,
+                 "source": { "path": "t.csv" }, "schedule": "1s" }),
+    );
+    let asset = r.json()["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(2500));
+    let jobs = vega.get(&format!("/api/v1/jobs?asset_id={asset}")).json();
+    assert!(
+        jobs.as_array().unwrap().is_empty(),
+        "a disabled connection starts no sync: {jobs}"
+    );
+    let health: serde_json::Value = vega
+        .client()
+        .get(format!("{}/health", vega.ops))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let svc = health["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "connection:files")
+        .unwrap()
+        .clone();
+    assert_eq!(svc["status"], "disabled");
+
+    vega.put(&format!("/api/v1/connections/{con}/enable"), &json!({}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while vega.get(&format!("/api/v1/assets/{asset}")).json()["active_version"].is_null() {
+        assert!(
+            Instant::now() < deadline,
+            "enabling did not resume the schedule"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

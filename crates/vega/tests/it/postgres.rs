@@ -143,3 +143,31 @@ fn plain_text_passwords_and_bad_sources_are_refused() {
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.message().contains("nope"), "{}", r.text);
 }
+
+#[test]
+fn wrong_credentials_fail_at_once_without_retries() {
+    let pg = TestPostgres::start();
+    pg.execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
+    let (vega, con) = vega_for(&pg);
+    let asset = vega.asset(&con, "s", "t", json!({ "table": "public.t" }));
+    assert_eq!(vega.sync(&asset)["state"], "succeeded");
+    // The password changes under Vega's feet.
+    pg.execute(&format!(
+        "ALTER ROLE \"{}\" PASSWORD 'a-new-password'",
+        pg.user()
+    ));
+    let job = vega.sync(&asset);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(
+        job["attempts"], 1,
+        "a permanent error is not retried: {job}"
+    );
+    assert!(
+        job["error"].as_str().unwrap().contains("credentials"),
+        "{job}"
+    );
+    let r = vega.post(&format!("/api/v1/connections/{con}/test"), &json!({}));
+    assert_eq!(r.json()["ok"], false, "{}", r.text);
+    assert!(!r.text.contains(pg.password()));
+    assert_eq!(vega.sql("SELECT count(*) FROM s.t")["rows"], json!([[1]]));
+}

@@ -252,3 +252,41 @@ fn jobs_are_listed_and_filtered() {
     assert_eq!(vega.get("/api/v1/jobs?state=weird").status, 400);
     assert_eq!(vega.get("/api/v1/jobs?limit=0").status, 400);
 }
+
+#[test]
+fn a_changed_source_schema_makes_a_new_version_unless_a_rule_forbids_it() {
+    let src = SourceDir::new();
+    src.write("t.csv", "a,b\n1,x\n");
+    let vega = server_over(&src);
+    let con = vega.file_connection("files", &src.path());
+    let free = vega.asset(&con, "s", "free", json!({ "path": "t.csv" }));
+    let r = vega.post(
+        "/api/v1/assets",
+        &json!({ "namespace": "s", "name": "pinned", "connection_id": con,
+                 "source": { "path": "t.csv" }, "checks": { "same_schema": true } }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pinned = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(vega.sync(&free)["state"], "succeeded");
+    assert_eq!(vega.sync(&pinned)["state"], "succeeded");
+
+    src.write("t.csv", "a,b,c\n1,x,2.5\n");
+    assert_eq!(vega.sync(&free)["state"], "succeeded");
+    assert_eq!(
+        vega.sql("SELECT c FROM s.free")["rows"],
+        json!([[2.5]]),
+        "the new version has the new column"
+    );
+    let job = vega.sync(&pinned);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("same_schema"),
+        "{job}"
+    );
+    let r = vega.post("/api/v1/query", &json!({ "sql": "SELECT c FROM s.pinned" }));
+    assert_eq!(
+        r.status, 400,
+        "the pinned asset keeps its old schema: {}",
+        r.text
+    );
+}
