@@ -120,3 +120,97 @@ fn query_overhead() {
     }
     println!("\nrows: {rows}, runs per query: {runs}");
 }
+
+/// Full sync of a PostgreSQL table against `COPY … TO STDOUT` through psql
+/// (the physical baseline: the server's fastest way out), in one run; and
+/// the sync's peak memory, which must follow the batch size, not the table.
+#[test]
+#[ignore = "benchmark: run with bench/postgres_sync.sh"]
+fn postgres_full_sync() {
+    use vega_testkit::postgres::TestPostgres;
+    let rows: u64 = std::env::var("BENCH_PG_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000_000);
+    let pg = TestPostgres::start();
+    pg.execute(&format!(
+        "CREATE TABLE big AS SELECT g AS id, timestamptz '2026-01-01' + g * interval '1 second' AS ts,
+                (g % 100000)::numeric(12,2) AS amount, 'item-' || g AS label, g % 7 = 0 AS flag
+         FROM generate_series(1, {rows}) g;
+         ANALYZE big;"
+    ));
+
+    // Baseline: COPY TO STDOUT through psql, output discarded.
+    let started = Instant::now();
+    let status = std::process::Command::new("psql")
+        .args([
+            "-h",
+            pg.host(),
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            pg.user(),
+            "-d",
+            pg.database(),
+        ])
+        .args(["-c", "COPY big TO STDOUT"])
+        .env("PGPASSWORD", pg.password())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("psql");
+    assert!(status.success());
+    let copy = started.elapsed();
+
+    let vega = crate::server::TestServer::start_with(crate::server::Options {
+        env: vec![("PG_TEST_PASSWORD".into(), pg.password().to_string())],
+        ..Default::default()
+    });
+    let r = vega.post(
+        "/api/v1/connections",
+        &json!({ "name": "pg", "type": "postgres", "params": {
+            "host": pg.host(), "port": pg.port(), "database": pg.database(), "user": pg.user(),
+            "password": { "env": "PG_TEST_PASSWORD" } } }),
+    );
+    let con = r.json()["id"].as_str().unwrap().to_string();
+    let asset = vega.asset(&con, "bench", "big", json!({ "table": "public.big" }));
+    let rss = |field: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", vega.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before_kib = rss("VmHWM:");
+    let started = Instant::now();
+    let job = vega.sync(&asset);
+    let sync = started.elapsed();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["rows"], rows);
+    let peak_kib = rss("VmHWM:");
+
+    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+    println!("\n| path | time | rows/s |");
+    println!("|---|---|---|");
+    println!(
+        "| psql `COPY big TO STDOUT` (baseline) | {:.1} s | {:.0} |",
+        copy.as_secs_f64(),
+        rate(copy)
+    );
+    println!(
+        "| Vega full sync (read, Parquet, fsync, checks, publish) | {:.1} s | {:.0} |",
+        sync.as_secs_f64(),
+        rate(sync)
+    );
+    println!(
+        "\nratio (Vega time / COPY time): {:.2}",
+        sync.as_secs_f64() / copy.as_secs_f64()
+    );
+    println!("rows: {rows}, segment bytes: {}", job["bytes"]);
+    println!(
+        "vega peak RSS: {:.0} MiB before the sync, {:.0} MiB after it",
+        before_kib as f64 / 1024.0,
+        peak_kib as f64 / 1024.0
+    );
+}
