@@ -21,9 +21,10 @@ pub const MAX_BATCH_ROWS: usize = 1_000_000;
 /// The connect timeout when the connection does not say.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How to use TLS. Only `disable` and `prefer` work in this build: it has
-/// no TLS implementation, so `prefer` connects without TLS and `require` is
-/// refused with [`ConnectorError::Unsupported`].
+/// How to use TLS, with libpq's meanings: `disable` never, `prefer` when
+/// the server offers it, `require` always (the connection fails without).
+/// The server's certificate is not checked (libpq's `verify-full` is not
+/// offered yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SslMode {
@@ -123,11 +124,6 @@ impl PostgresConnectionParams {
             Some(v) => Some(SecretRef::from_param("password", v)?),
         };
         let sslmode = raw.sslmode.unwrap_or_default();
-        if sslmode == SslMode::Require {
-            return Err(ConnectorError::Unsupported {
-                message: "sslmode 'require' is not supported: this build of the PostgreSQL connector has no TLS; use 'disable' or 'prefer' (which connects without TLS)".into(),
-            });
-        }
         let connect_timeout = match raw.connect_timeout_ms {
             None => DEFAULT_CONNECT_TIMEOUT,
             Some(0) => return Err(invalid("connect_timeout_ms", "must be at least 1")),

@@ -13,8 +13,9 @@
 //! with `/` is a unix socket directory. `port` defaults to 5432,
 //! `connect_timeout_ms` to 10 s. The password is only ever a reference
 //! (`{"env": …}` or `{"file": …}`); a plain string is refused. `sslmode` is
-//! `disable` or `prefer` (the default): this build has no TLS, so `prefer`
-//! connects without it and `require` is refused as unsupported.
+//! `disable`, `prefer` (the default: TLS when the server offers it) or
+//! `require` (TLS or no connection), with libpq's meanings; the server's
+//! certificate is not verified (`verify-full` is not offered yet).
 //!
 //! Asset source: `{"table": "schema.name"}` or `{"query": "SELECT …"}`
 //! (exactly one), `batch_rows` (default 8192), and for incremental reads

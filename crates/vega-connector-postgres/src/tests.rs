@@ -381,12 +381,63 @@ fn plain_text_password_is_refused() {
     assert!(!err.to_string().contains("hunter2"));
 }
 
+fn tls_params(fx: &Fixture, mode: &str) -> Value {
+    let mut params = fx.params();
+    params["sslmode"] = json!(mode);
+    params
+}
+
 #[test]
-fn sslmode_require_is_unsupported_in_this_build() {
+fn sslmode_require_connects_over_tls() {
+    let pg = TestPostgres::start_with_tls();
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("pg-password");
+    std::fs::write(&password_file, format!("{}\n", pg.password())).unwrap();
+    let fx = Fixture {
+        pg,
+        _secrets: secrets,
+        password_file,
+    };
+    let params = tls_params(&fx, "require");
+    PostgresConnector.test(&params).unwrap();
+    // The session really is encrypted.
+    let mut s = PostgresConnector
+        .open_full(
+            &params,
+            &json!({"query": "SELECT ssl::text AS ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"}),
+        )
+        .unwrap();
+    let schema = s.schema();
+    let batches = read_all(s.as_mut());
+    let batch = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let col = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    assert_eq!(col.value(0), "true");
+}
+
+#[test]
+fn sslmode_require_refuses_a_server_without_tls() {
+    let fx = Fixture::start();
     let err = PostgresConnector
-        .check_connection(&json!({"host": "h", "database": "d", "user": "u", "sslmode": "require"}))
+        .test(&tls_params(&fx, "require"))
         .unwrap_err();
-    assert!(matches!(err, ConnectorError::Unsupported { .. }), "{err:?}");
+    assert!(!err.to_string().contains(fx.pg.password()));
+    assert!(
+        matches!(
+            err,
+            ConnectorError::Unreachable { .. } | ConnectorError::Remote { .. }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn sslmode_prefer_falls_back_to_plain_connections() {
+    let fx = Fixture::start();
+    PostgresConnector.test(&tls_params(&fx, "prefer")).unwrap();
 }
 
 #[test]

@@ -59,6 +59,16 @@ impl TestPostgres {
     /// Initializes and starts a server; waits (bounded) until it accepts
     /// connections. Panics with the server's log on failure.
     pub fn start() -> Self {
+        Self::start_inner(false)
+    }
+
+    /// Like [`TestPostgres::start`], with TLS on (`ssl = on` and a
+    /// self-signed certificate made with the `openssl` command).
+    pub fn start_with_tls() -> Self {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(tls: bool) -> Self {
         let bin = find_bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("vega-pg-")
@@ -110,6 +120,9 @@ impl TestPostgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let _ = fs::remove_file(&pwfile);
+        if tls {
+            pg.enable_tls();
+        }
 
         // A port that was free may be taken by the time the server binds
         // it: try a few.
@@ -126,6 +139,46 @@ impl TestPostgres {
             }
         }
         panic!("PostgreSQL did not start: {last_error}");
+    }
+
+    fn enable_tls(&self) {
+        let data = self.data_dir();
+        let key = data.join("server.key");
+        let crt = data.join("server.crt");
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-x509",
+                "-days",
+                "2",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt)
+            .output()
+            .expect("running openssl to make a test certificate");
+        assert!(
+            out.status.success(),
+            "openssl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+        }
+        if let Some((uid, gid)) = self.run_as {
+            chown(&key, uid, gid);
+            chown(&crt, uid, gid);
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&conf).expect("reading postgresql.conf");
+        text.push_str("\nssl = on\n");
+        fs::write(&conf, text).expect("writing postgresql.conf");
     }
 
     /// `postgres://user:password@127.0.0.1:port/postgres`.
