@@ -83,7 +83,23 @@ impl HttpClient {
                 attempt.follow()
             }
         });
-        let client = Client::builder()
+        let mut builder = Client::builder();
+        if let Some(path) = &params.ca_file {
+            let pem = std::fs::read(path).map_err(|e| ConnectorError::InvalidParams {
+                field: "ca_file".into(),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ConnectorError::InvalidParams {
+                    field: "ca_file".into(),
+                    message: format!("{} holds no PEM certificate: {e}", path.display()),
+                }
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .default_headers(headers)
             .timeout(params.timeout)
             .connect_timeout(params.connect_timeout)

@@ -62,6 +62,10 @@ pub struct HttpConnectionParams {
     pub max_response_bytes: u64,
     /// Path (below `base_url`) that `test` requests instead of `base_url`.
     pub health_path: Option<String>,
+    /// A PEM file of CA certificates trusted in addition to the public
+    /// roots (for HTTPS servers with a private CA or self-signed
+    /// certificate).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +84,8 @@ struct RawConnection {
     max_response_bytes: Option<u64>,
     #[serde(default)]
     health_path: Option<String>,
+    #[serde(default)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl HttpConnectionParams {
@@ -115,6 +121,7 @@ impl HttpConnectionParams {
             max_pages,
             max_response_bytes,
             health_path,
+            ca_file: raw.ca_file,
         })
     }
 

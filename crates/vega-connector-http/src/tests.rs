@@ -1323,3 +1323,172 @@ fn incremental_read_without_settings_is_unsupported() {
     };
     assert!(matches!(err, ConnectorError::Unsupported { .. }), "{err:?}");
 }
+
+// ------------------------------------------------------------------ HTTPS
+
+/// An HTTPS server on 127.0.0.1 with a self-signed certificate for
+/// 127.0.0.1 and localhost (made with the `openssl` command); its
+/// certificate is written to `cert` for clients to trust.
+struct TlsServer {
+    addr: SocketAddr,
+    handle: axum_server::Handle<SocketAddr>,
+    dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    fn start(router: Router) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let d = dir.path();
+        let ext = d.join("leaf.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let openssl = |args: &[&std::ffi::OsStr]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let p = |name: &str| d.join(name).into_os_string();
+        let a = |s: &str| std::ffi::OsString::from(s);
+        // A test CA, and a leaf certificate for 127.0.0.1 signed by it.
+        openssl(&[
+            &a("req"),
+            &a("-x509"),
+            &a("-newkey"),
+            &a("rsa:2048"),
+            &a("-nodes"),
+            &a("-days"),
+            &a("2"),
+            &a("-subj"),
+            &a("/CN=vega-test-ca"),
+            &a("-keyout"),
+            &p("ca.key"),
+            &a("-out"),
+            &p("ca.pem"),
+        ]);
+        openssl(&[
+            &a("req"),
+            &a("-newkey"),
+            &a("rsa:2048"),
+            &a("-nodes"),
+            &a("-subj"),
+            &a("/CN=localhost"),
+            &a("-keyout"),
+            key.as_os_str(),
+            &a("-out"),
+            &p("leaf.csr"),
+        ]);
+        openssl(&[
+            &a("x509"),
+            &a("-req"),
+            &a("-in"),
+            &p("leaf.csr"),
+            &a("-CA"),
+            &p("ca.pem"),
+            &a("-CAkey"),
+            &p("ca.key"),
+            &a("-CAcreateserial"),
+            &a("-days"),
+            &a("2"),
+            &a("-out"),
+            cert.as_os_str(),
+            &a("-extfile"),
+            ext.as_os_str(),
+        ]);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = axum_server::Handle::new();
+        let serve_handle = handle.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .unwrap();
+                axum_server::from_tcp_rustls(listener, config)
+                    .unwrap()
+                    .handle(serve_handle)
+                    .serve(router.into_make_service())
+                    .await
+                    .unwrap();
+            });
+        });
+        Self { addr, handle, dir }
+    }
+
+    fn params(&self, trust: bool) -> Value {
+        let mut p = json!({ "base_url": format!("https://127.0.0.1:{}", self.addr.port()),
+                            "timeout_ms": 5000, "connect_timeout_ms": 2000 });
+        if trust {
+            p["ca_file"] = json!(self.dir.path().join("ca.pem"));
+        }
+        p
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+#[test]
+fn https_with_a_trusted_ca_file_reads_records() {
+    let server = TlsServer::start(Router::new().route("/", get(|| async { "ok" })).route(
+        "/v1/items",
+        get(|| async { json_body(json!([{"id": 1}, {"id": 2}])) }),
+    ));
+    let params = server.params(true);
+    // Wait for the server to listen (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match HttpConnector.test(&params) {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("HTTPS server never answered: {e}"),
+        }
+    }
+    let (rows, _) = read_all(&params, json!({ "path": "/v1/items" })).unwrap();
+    assert_eq!(ids(&rows), vec![1, 2]);
+}
+
+#[test]
+fn https_with_an_untrusted_certificate_is_refused() {
+    let server = TlsServer::start(Router::new().route("/", get(|| async { "ok" })));
+    let trusted = server.params(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while HttpConnector.test(&trusted).is_err() {
+        assert!(Instant::now() < deadline, "HTTPS server never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = HttpConnector.test(&server.params(false)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("certificate") || text.contains("tls") || text.contains("TLS"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unreadable_ca_file_is_refused_naming_the_field() {
+    let params = json!({ "base_url": "https://127.0.0.1:1", "ca_file": "/nonexistent/ca.pem" });
+    let err = read_err(&params, json!({ "path": "/x" }));
+    assert_invalid(&err, "ca_file");
+}
