@@ -33,7 +33,10 @@
 //! watermark's `keys_at_value`. A point is identified by its series key and
 //! time, so points sharing the watermark time are neither lost nor read
 //! twice. The new watermark is the newest time read with the series keys
-//! read at it. Query sources have no incremental mode.
+//! read at it. Query sources read incrementally through a `$since`
+//! placeholder in their WHERE clause (`WHERE time >= $since`), replaced by
+//! the watermark in nanoseconds (0 on the first and on full reads); rows at
+//! the watermark are de-duplicated by their series key the same way.
 
 mod client;
 mod config;
@@ -116,8 +119,10 @@ impl Connector for InfluxdbConnector {
                 )?))
             }
             SourceKind::Query(q) => {
+                // A full read starts from the beginning of time.
+                let q = q.replace(SINCE, "0");
                 let (fields, tags) = database_keys(&client)?;
-                let mut chunks = client.query_chunked(q, source.chunk_size)?;
+                let mut chunks = client.query_chunked(&q, source.chunk_size)?;
                 let mut first = Vec::new();
                 while let Some(series) = chunks.next_chunk()? {
                     if !series.is_empty() {
@@ -146,16 +151,47 @@ impl Connector for InfluxdbConnector {
     ) -> Result<Box<dyn IncrementalSource>, ConnectorError> {
         let connection = InfluxdbConnection::parse(params)?;
         let source = InfluxdbSource::parse(source)?;
-        let SourceKind::Measurement(m) = &source.kind else {
-            return Err(ConnectorError::Unsupported {
-                message: "incremental reads of InfluxDB need a \"measurement\" source; a query source is read in full".into(),
-            });
-        };
         let since = match &since.value {
             None | Some(Value::Null) => None,
             Some(v) => Some((watermark::from_value(v)?, since.keys_at_value.clone())),
         };
         let client = Client::new(&connection)?;
+        let m = match &source.kind {
+            SourceKind::Measurement(m) => m,
+            SourceKind::Query(q) => {
+                // A query resumes through its `$since` placeholder: the
+                // watermark (ns) replaces it, or 0 on the first read.
+                if !q.contains(SINCE) {
+                    return Err(ConnectorError::Unsupported {
+                        message: format!(
+                            "an incremental InfluxDB query must filter on the watermark: put `time >= {SINCE}` in its WHERE clause"
+                        ),
+                    });
+                }
+                let start = since.as_ref().map(|(ns, _)| *ns).unwrap_or(0);
+                let q = q.replace(SINCE, &start.to_string());
+                let (fields, tags) = database_keys(&client)?;
+                let mut chunks = client.query_chunked(&q, source.chunk_size)?;
+                let mut first = Vec::new();
+                while let Some(series) = chunks.next_chunk()? {
+                    if !series.is_empty() {
+                        first = series;
+                        break;
+                    }
+                }
+                let layout = query_layout(&first, &fields, &tags);
+                let mut reader = InfluxSource::incremental(
+                    layout,
+                    chunks,
+                    source.chunk_size,
+                    "query".to_string(),
+                    "query".to_string(),
+                    since,
+                );
+                reader.push_first(first)?;
+                return Ok(Box::new(reader));
+            }
+        };
         let layout = measurement_layout(&client, &connection.database, m)?;
         let mut q = format!("SELECT * FROM {}", influxql::quote_ident(m));
         if let Some((ns, _)) = &since {
@@ -172,6 +208,10 @@ impl Connector for InfluxdbConnector {
         )))
     }
 }
+
+/// The placeholder an incremental query source filters on
+/// (`WHERE time >= $since`); replaced by the watermark in nanoseconds.
+pub const SINCE: &str = "$since";
 
 /// The value of column `name` in each row of `series`.
 fn column<'a>(series: &'a [Series], name: &str) -> impl Iterator<Item = &'a Value> + 'a {

@@ -330,6 +330,12 @@ impl InfluxSource {
         }
     }
 
+    /// Queues a chunk already read (a query's first, read to settle its
+    /// schema); its rows pass the same watermark filter as the rest.
+    pub fn push_first(&mut self, series: Vec<Series>) -> Result<(), ConnectorError> {
+        flatten(&self.layout, series, &mut self.pending)
+    }
+
     fn series_key(&self, row: &Row) -> String {
         let measurement = self
             .resume

@@ -277,7 +277,7 @@ fn incremental_reads_keep_points_sharing_the_watermark_time_exactly_once() {
 }
 
 #[test]
-fn incremental_reads_refuse_query_sources_and_bad_watermarks() {
+fn incremental_reads_refuse_queries_without_since_and_bad_watermarks() {
     let server = server_with_db();
     server.write_line_protocol(DB, "cpu v=1i 1000");
     let err = expect_err(InfluxdbConnector.open_incremental(
@@ -538,4 +538,53 @@ fn the_harness_answers_queries() {
     let answer = server.query_db(DB, "SELECT count(v) FROM cpu");
     assert_eq!(answer["results"][0]["series"][0]["values"][0][1], json!(1));
     assert_eq!(InfluxdbConnector.kind(), vega_core::ConnectorKind::Influxdb);
+}
+
+fn incremental_query(
+    server: &TestInfluxdb,
+    query: &str,
+    since: &Watermark,
+) -> (RecordBatch, Watermark) {
+    let mut reader = InfluxdbConnector
+        .open_incremental(&params(server), &json!({ "query": query }), since)
+        .expect("open_incremental");
+    let schema = reader.schema();
+    let mut batches = Vec::new();
+    while let Some(batch) = reader.next_batch().expect("reading a batch") {
+        batches.push(batch);
+    }
+    let batch = concat_batches(&schema, &batches).expect("concat");
+    (batch, reader.watermark())
+}
+
+#[test]
+fn incremental_query_sources_resume_from_since_without_losing_ties() {
+    let server = server_with_db();
+    server.write_line_protocol(DB, "cpu,host=a v=1i 1000\ncpu,host=b v=2i 500");
+    let query = "SELECT v FROM cpu WHERE time >= $since GROUP BY host";
+
+    let (first, mark) = incremental_query(&server, query, &Watermark::default());
+    assert_eq!(first.num_rows(), 2);
+    assert_eq!(mark.value, Some(json!("1970-01-01T00:00:00.000001000Z")));
+
+    // A late point at the watermark time from another series, and a newer one.
+    server.write_line_protocol(DB, "cpu,host=c v=3i 1000\ncpu,host=a v=4i 2000");
+    let (second, mark) = incremental_query(&server, query, &mark);
+    let mut hosts = strings(&second, "host");
+    hosts.sort();
+    assert_eq!(
+        hosts,
+        [Some("a".into()), Some("c".into())],
+        "only the new points"
+    );
+    assert_eq!(mark.value, Some(json!("1970-01-01T00:00:00.000002000Z")));
+
+    // Nothing new: nothing read, the watermark stays.
+    let (third, again) = incremental_query(&server, query, &mark);
+    assert_eq!(third.num_rows(), 0);
+    assert_eq!(again, mark);
+
+    // A full read of the same query reads everything.
+    let all = read_full(&server, json!({ "query": query }));
+    assert_eq!(all.num_rows(), 4);
 }
