@@ -290,3 +290,45 @@ fn a_changed_source_schema_makes_a_new_version_unless_a_rule_forbids_it() {
         r.text
     );
 }
+
+#[test]
+fn a_running_sync_reports_its_progress() {
+    let src = SourceDir::new();
+    let mut big = String::from("a,b\n");
+    for i in 0..1_500_000 {
+        big.push_str(&format!("{i},row{i}\n"));
+    }
+    src.write("t.csv", &big);
+    let vega = server_over(&src);
+    let con = vega.file_connection("files", &src.path());
+    let asset = vega.asset(
+        &con,
+        "s",
+        "t",
+        json!({ "path": "t.csv", "batch_size": 10000 }),
+    );
+    let r = vega.post(
+        &format!("/api/v1/assets/{asset}/sync?mode=full"),
+        &json!({}),
+    );
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    let mut seen_progress = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let j = vega.get(&format!("/api/v1/jobs/{job}")).json();
+        if j["state"] == "running" && j["rows"].as_u64().unwrap_or(0) > 0 {
+            seen_progress = true;
+        }
+        if j["state"] != "running" {
+            assert_eq!(j["state"], "succeeded", "{j}");
+            assert_eq!(j["rows"], 1_500_000);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(seen_progress, "no progress was reported while the sync ran");
+}
