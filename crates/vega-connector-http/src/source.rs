@@ -15,13 +15,14 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::csv::reader::Format;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use reqwest::header::LINK;
 use reqwest::Url;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use vega_connectors::arrow_util::{arrow_message, check_column_names, denull_schema, json_decoder};
 use vega_connectors::file::source::INFER_RECORDS;
 use vega_connectors::{BatchSource, ConnectorError, IncrementalSource, Watermark};
 
@@ -806,77 +807,6 @@ fn infer_json<'a>(
         });
     }
     Ok(Arc::new(denull_schema(&schema)))
-}
-
-fn json_decoder(
-    schema: &SchemaRef,
-    batch_size: usize,
-) -> Result<arrow::json::reader::Decoder, ConnectorError> {
-    arrow::json::ReaderBuilder::new(schema.clone())
-        .with_batch_size(batch_size.max(1))
-        .with_strict_mode(true)
-        .with_coerce_primitive(true)
-        .build_decoder()
-        .map_err(|e| ConnectorError::Internal {
-            message: format!("cannot build a JSON decoder: {}", arrow_message(&e)),
-        })
-}
-
-/// Columns whose type could not be inferred (all null in the sample)
-/// become nullable strings, at any depth.
-fn denull_schema(schema: &Schema) -> Schema {
-    let fields: Vec<Field> = schema.fields().iter().map(|f| denull_field(f)).collect();
-    Schema::new_with_metadata(fields, schema.metadata().clone())
-}
-
-fn denull_field(field: &Field) -> Field {
-    let data_type = match field.data_type() {
-        DataType::Null => DataType::Utf8,
-        DataType::List(inner) => DataType::List(Arc::new(denull_field(inner))),
-        DataType::LargeList(inner) => DataType::LargeList(Arc::new(denull_field(inner))),
-        DataType::Struct(fields) => {
-            DataType::Struct(fields.iter().map(|f| denull_field(f)).collect())
-        }
-        other => other.clone(),
-    };
-    let nullable = field.is_nullable() || field.data_type() == &DataType::Null;
-    field
-        .clone()
-        .with_data_type(data_type)
-        .with_nullable(nullable)
-}
-
-/// Refuses empty and duplicate column names from a CSV header.
-fn check_column_names(schema: &Schema, location: &str) -> Result<(), ConnectorError> {
-    let mut seen = BTreeSet::new();
-    for (i, field) in schema.fields().iter().enumerate() {
-        if field.name().trim().is_empty() {
-            return Err(ConnectorError::BadData {
-                location: location.to_string(),
-                message: format!("column {} has an empty name", i + 1),
-            });
-        }
-        if !seen.insert(field.name().as_str()) {
-            return Err(ConnectorError::BadData {
-                location: location.to_string(),
-                message: format!("duplicate column name '{}'", field.name()),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn arrow_message(error: &ArrowError) -> String {
-    match error {
-        ArrowError::JsonError(m)
-        | ArrowError::ParseError(m)
-        | ArrowError::CsvError(m)
-        | ArrowError::SchemaError(m)
-        | ArrowError::CastError(m)
-        | ArrowError::InvalidArgumentError(m)
-        | ArrowError::ComputeError(m) => m.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// A serde_json message without its " at line L column C" suffix.

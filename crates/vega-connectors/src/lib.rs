@@ -9,6 +9,7 @@
 //! `config.rs` (its JSON parameters), `source.rs` (its batch sources),
 //! `mod.rs` (the connector itself) and `tests.rs`.
 
+pub mod arrow_util;
 mod error;
 pub mod file;
 mod params;
