@@ -119,6 +119,28 @@ pub const DEFAULT_SYNC_RETENTION_INTERVAL: HumanDuration = HumanDuration::from_h
 /// How often the scheduler looks for assets that are due.
 pub const DEFAULT_SYNC_SCHEDULER_TICK: HumanDuration = HumanDuration::from_secs(1);
 
+/// Group-commit window of the write-ahead log: a write is acknowledged
+/// after the fsync that ends the window it arrived in.
+pub const DEFAULT_INGEST_WAL_FSYNC_INTERVAL: HumanDuration = HumanDuration::from_millis(5);
+/// The longest accepted group-commit window.
+pub const MAX_INGEST_WAL_FSYNC_INTERVAL: HumanDuration = HumanDuration::from_secs(1);
+/// Rows the ingest buffer holds at most across all stream assets; writes
+/// past it are refused with 503 (MQTT stops acknowledging).
+pub const DEFAULT_INGEST_BUFFER_MAX_ROWS: u64 = 2_000_000;
+/// Bytes the ingest buffer holds at most (an estimate of the rows' size).
+pub const DEFAULT_INGEST_BUFFER_MAX_BYTES: ByteSize = ByteSize::mib(256);
+/// A stream asset's buffered rows are flushed to a segment at this many rows.
+pub const DEFAULT_INGEST_FLUSH_ROWS: u64 = 500_000;
+/// … or at this many bytes.
+pub const DEFAULT_INGEST_FLUSH_BYTES: ByteSize = ByteSize::mib(64);
+/// … or when the oldest buffered row is this old.
+pub const DEFAULT_INGEST_FLUSH_AGE: HumanDuration = HumanDuration::from_secs(10);
+/// Largest line-protocol body accepted (after gzip decompression); larger
+/// bodies get 413.
+pub const DEFAULT_INGEST_MAX_BODY_BYTES: ByteSize = ByteSize::mib(32);
+/// The `Retry-After` given with a 503 when the buffer is full.
+pub const DEFAULT_INGEST_RETRY_AFTER: HumanDuration = HumanDuration::from_secs(1);
+
 /// Matches the default termination grace period of Kubernetes, so in-flight
 /// work finishes before the orchestrator kills the process.
 pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: HumanDuration = HumanDuration::from_secs(30);
@@ -145,6 +167,8 @@ pub struct Config {
     pub query: QueryConfig,
     /// Background sync jobs.
     pub sync: SyncConfig,
+    /// Streaming ingest (line protocol, MQTT): write-ahead log and buffer.
+    pub ingest: IngestConfig,
     /// Settings of the built-in connectors.
     pub connectors: ConnectorsConfig,
     /// Graceful shutdown.
@@ -163,6 +187,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             query: QueryConfig::default(),
             sync: SyncConfig::default(),
+            ingest: IngestConfig::default(),
             connectors: ConnectorsConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
@@ -325,6 +350,45 @@ impl Default for SyncConfig {
             retry_max_backoff: DEFAULT_SYNC_RETRY_MAX_BACKOFF,
             scheduler_tick: DEFAULT_SYNC_SCHEDULER_TICK,
             retention_interval: DEFAULT_SYNC_RETENTION_INTERVAL,
+        }
+    }
+}
+
+/// Streaming ingest: the write-ahead log, the buffer queries see, and
+/// when buffered rows are flushed to Parquet segments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Group-commit window of the write-ahead log (0 to 1s). Writes are
+    /// acknowledged only after the fsync that closes their window.
+    pub wal_fsync_interval: HumanDuration,
+    /// Rows buffered at most, over all stream assets (at least 1).
+    pub buffer_max_rows: u64,
+    /// Bytes buffered at most (estimated), over all stream assets.
+    pub buffer_max_bytes: ByteSize,
+    /// Flush a stream asset's buffer at this many rows (at least 1).
+    pub flush_rows: u64,
+    /// … or this many bytes.
+    pub flush_bytes: ByteSize,
+    /// … or when its oldest buffered row is this old.
+    pub flush_age: HumanDuration,
+    /// Largest line-protocol body, after decompression (413 beyond).
+    pub max_body_bytes: ByteSize,
+    /// `Retry-After` sent with 503 when the buffer is full or the disk is.
+    pub retry_after: HumanDuration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            wal_fsync_interval: DEFAULT_INGEST_WAL_FSYNC_INTERVAL,
+            buffer_max_rows: DEFAULT_INGEST_BUFFER_MAX_ROWS,
+            buffer_max_bytes: DEFAULT_INGEST_BUFFER_MAX_BYTES,
+            flush_rows: DEFAULT_INGEST_FLUSH_ROWS,
+            flush_bytes: DEFAULT_INGEST_FLUSH_BYTES,
+            flush_age: DEFAULT_INGEST_FLUSH_AGE,
+            max_body_bytes: DEFAULT_INGEST_MAX_BODY_BYTES,
+            retry_after: DEFAULT_INGEST_RETRY_AFTER,
         }
     }
 }

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
 use crate::config::{
-    Config, MAX_NODE_NAME_LEN, MIN_BOOTSTRAP_ADMIN_KEY_LEN, QUERY_MAX_CONCURRENCY_RANGE,
-    QUERY_POOL_SIZE_RANGE, QUERY_THREADS_RANGE, SYNC_MAX_ATTEMPTS_RANGE,
-    SYNC_MAX_CONCURRENT_JOBS_RANGE,
+    Config, MAX_INGEST_WAL_FSYNC_INTERVAL, MAX_NODE_NAME_LEN, MIN_BOOTSTRAP_ADMIN_KEY_LEN,
+    QUERY_MAX_CONCURRENCY_RANGE, QUERY_POOL_SIZE_RANGE, QUERY_THREADS_RANGE,
+    SYNC_MAX_ATTEMPTS_RANGE, SYNC_MAX_CONCURRENT_JOBS_RANGE,
 };
 use crate::keypath::{dotted, Key, KeyPath};
 use crate::secret::REDACTED;
@@ -224,6 +224,49 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
             format!(
                 "must not exceed sync.retry_max_backoff ({})",
                 s.retry_max_backoff
+            ),
+        );
+    }
+
+    let i = &config.ingest;
+    if i.wal_fsync_interval > MAX_INGEST_WAL_FSYNC_INTERVAL {
+        f.add(
+            "ingest.wal_fsync_interval",
+            format!(
+                "{} is too long: writes wait for it before they are acknowledged (at most {})",
+                i.wal_fsync_interval, MAX_INGEST_WAL_FSYNC_INTERVAL
+            ),
+        );
+    }
+    f.at_least_one("ingest.buffer_max_rows", i.buffer_max_rows);
+    f.not_zero(
+        "ingest.buffer_max_bytes",
+        i.buffer_max_bytes.is_zero(),
+        "no write could ever be buffered",
+    );
+    f.at_least_one("ingest.flush_rows", i.flush_rows);
+    f.not_zero(
+        "ingest.flush_bytes",
+        i.flush_bytes.is_zero(),
+        "every write would be flushed on its own",
+    );
+    f.not_zero(
+        "ingest.flush_age",
+        i.flush_age.is_zero(),
+        "every write would be flushed on its own",
+    );
+    f.not_zero(
+        "ingest.max_body_bytes",
+        i.max_body_bytes.is_zero(),
+        "no write could be accepted",
+    );
+    if i.flush_rows > i.buffer_max_rows {
+        f.add_related(
+            "ingest.flush_rows",
+            "ingest.buffer_max_rows",
+            format!(
+                "{} exceeds ingest.buffer_max_rows ({}): the buffer would fill before a flush",
+                i.flush_rows, i.buffer_max_rows
             ),
         );
     }

@@ -715,3 +715,33 @@ fn documented_example_is_valid() {
         dir.path().join("incoming")
     );
 }
+
+#[test]
+fn ingest_settings_load_from_file_and_env_and_bad_ones_name_their_key() {
+    let (_dir, result) = load_text(
+        "ingest:\n  wal_fsync_interval: 2ms\n  flush_age: 1s\n  buffer_max_bytes: 1GiB\n",
+        &[("VEGA_INGEST__FLUSH_ROWS", "1000")],
+    );
+    let config = expect_config(result);
+    assert_eq!(config.ingest.wal_fsync_interval.as_millis(), 2);
+    assert_eq!(config.ingest.flush_age.as_millis(), 1000);
+    assert_eq!(config.ingest.buffer_max_bytes.as_u64(), 1 << 30);
+    assert_eq!(config.ingest.flush_rows, 1000);
+
+    let (_dir, result) = load_text(
+        "ingest:\n  wal_fsync_interval: 2s\n  flush_rows: 10\n  buffer_max_rows: 5\n  max_body_bytes: 0B\n",
+        &[],
+    );
+    let errors = expect_errors(result);
+    let mut found = paths(&errors);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "ingest.flush_rows",
+            "ingest.max_body_bytes",
+            "ingest.wal_fsync_interval"
+        ],
+        "{errors}"
+    );
+}

@@ -12,6 +12,7 @@
 pub mod arrow_util;
 mod error;
 pub mod file;
+pub mod line_protocol;
 mod params;
 pub mod registry;
 pub mod secret;

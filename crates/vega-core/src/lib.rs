@@ -9,12 +9,14 @@ pub mod error;
 pub mod id;
 pub mod model;
 pub mod name;
+pub mod point;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Classify, ErrorClass};
 pub use id::{Id, IdKind};
 pub use model::*;
 pub use name::{AssetName, NameError};
+pub use point::{FieldValue, Point};
 
 /// The version of this build, as shown by `vega --version` and `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -17,15 +17,22 @@ pub enum ConnectorKind {
     Http,
     /// An InfluxDB 1.x measurement or InfluxQL query.
     Influxdb,
+    /// An MQTT broker; its stream assets subscribe to topics.
+    Mqtt,
+    /// Line-protocol writes to Vega's own write endpoints; its stream
+    /// assets (`<bucket>.<measurement>`) are created on first write.
+    LineProtocol,
 }
 
 impl ConnectorKind {
     /// Every kind, in the order the API documents them.
-    pub const ALL: [ConnectorKind; 4] = [
+    pub const ALL: [ConnectorKind; 6] = [
         ConnectorKind::File,
         ConnectorKind::Postgres,
         ConnectorKind::Http,
         ConnectorKind::Influxdb,
+        ConnectorKind::Mqtt,
+        ConnectorKind::LineProtocol,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,7 +41,15 @@ impl ConnectorKind {
             ConnectorKind::Postgres => "postgres",
             ConnectorKind::Http => "http",
             ConnectorKind::Influxdb => "influxdb",
+            ConnectorKind::Mqtt => "mqtt",
+            ConnectorKind::LineProtocol => "line_protocol",
         }
+    }
+
+    /// Whether the source pushes data (its assets are `stream` assets fed
+    /// by ingest) rather than being read by sync.
+    pub fn is_stream(self) -> bool {
+        matches!(self, ConnectorKind::Mqtt | ConnectorKind::LineProtocol)
     }
 
     pub fn parse(s: &str) -> Option<Self> {

@@ -21,6 +21,8 @@ use tokio::sync::Semaphore;
 use crate::error::QueryError;
 use crate::sandbox::{self, Analysis, CheckedQuery};
 
+mod live;
+
 /// How the engine is sized and where it may read.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -75,6 +77,16 @@ pub struct QueryEngine {
     idle: Mutex<Vec<Connection>>,
     slots: Semaphore,
     views: RwLock<HashMap<(String, String), AssetView>>,
+    /// Stream assets' unflushed rows: the columns of each live table.
+    /// Guarded together with DuckDB's catalog by `admin`'s lock order:
+    /// always lock `admin` first.
+    live: Mutex<HashMap<(String, String), live::LiveTable>>,
+    /// Held shared while rows are appended to live tables, exclusively
+    /// while a live table's columns change.
+    live_layout: RwLock<()>,
+    /// Connections used for appends, so appends run in parallel with each
+    /// other and with view changes.
+    live_conns: Mutex<Vec<Connection>>,
     analyses: Arc<AnalysisCache>,
 }
 
@@ -182,6 +194,9 @@ impl QueryEngine {
             idle: Mutex::new(idle),
             slots,
             views: RwLock::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            live_layout: RwLock::new(()),
+            live_conns: Mutex::new(Vec::new()),
             analyses: Arc::new(AnalysisCache::default()),
         })
     }
@@ -190,51 +205,49 @@ impl QueryEngine {
         &self.config
     }
 
-    /// Points `namespace.name` at a version's files. Queries already running
-    /// keep reading the files they started with; new queries see the new
-    /// version. Never fails a running query.
+    /// Points `namespace.name` at a version's files (and, for a stream
+    /// asset, at its live rows too). Queries already running keep reading
+    /// the files they started with; new queries see the new version. Never
+    /// fails a running query.
     pub fn register(&self, view: AssetView) -> Result<(), QueryError> {
-        if view.files.is_empty() {
+        let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let has_live = live.contains_key(&(view.namespace.clone(), view.name.clone()));
+        if view.files.is_empty() && !has_live {
             return Err(QueryError::Internal(format!(
                 "asset {}.{} v{} has no segment files",
                 view.namespace, view.name, view.version
             )));
         }
-        let files = view
-            .files
-            .iter()
-            .map(|p| sql_string(&p.to_string_lossy()))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
-            "CREATE SCHEMA IF NOT EXISTS {ns};
-             CREATE OR REPLACE VIEW {ns}.{name} AS SELECT * FROM read_parquet([{files}]);",
+            "CREATE SCHEMA IF NOT EXISTS {ns};\n{create}",
             ns = sql_ident(&view.namespace),
-            name = sql_ident(&view.name),
+            create = view_sql(&view.namespace, &view.name, &view.files, has_live),
         );
-        {
-            let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-            admin
-                .execute_batch(&sql)
-                .map_err(internal("registering an asset view"))?;
-        }
+        admin
+            .execute_batch(&sql)
+            .map_err(internal("registering an asset view"))?;
+        drop(live);
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
         views.insert((view.namespace.clone(), view.name.clone()), view);
         Ok(())
     }
 
-    /// Removes an asset's view.
+    /// Removes an asset's view (and its live rows, if any).
     pub fn unregister(&self, namespace: &str, name: &str) -> Result<(), QueryError> {
         let sql = format!(
-            "DROP VIEW IF EXISTS {}.{}",
+            "DROP VIEW IF EXISTS {}.{}; DROP TABLE IF EXISTS {};",
             sql_ident(namespace),
-            sql_ident(name)
+            sql_ident(name),
+            live::table_ident(namespace, name),
         );
         {
             let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
             admin
                 .execute_batch(&sql)
                 .map_err(internal("dropping an asset view"))?;
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.remove(&(namespace.to_string(), name.to_string()));
         }
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
         views.remove(&(namespace.to_string(), name.to_string()));
@@ -386,6 +399,39 @@ impl QueryEngine {
     pub fn idle_connections(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
+
+/// The statement that makes `namespace.name` read `files` (a version's
+/// segments, schemas matched by column name so a stream asset whose schema
+/// grew still reads its older segments) and, when `live`, the asset's
+/// unflushed rows.
+fn view_sql(namespace: &str, name: &str, files: &[PathBuf], live: bool) -> String {
+    let parquet = (!files.is_empty()).then(|| {
+        let list = files
+            .iter()
+            .map(|p| sql_string(&p.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("SELECT * FROM read_parquet([{list}], union_by_name = true)")
+    });
+    let live = live.then(|| {
+        format!(
+            "SELECT * EXCLUDE ({seq}) FROM {table}",
+            seq = sql_ident(live::SEQ_COLUMN),
+            table = live::table_ident(namespace, name)
+        )
+    });
+    let body = match (parquet, live) {
+        (Some(p), Some(l)) => format!("{p} UNION ALL BY NAME {l}"),
+        (Some(p), None) => p,
+        (None, Some(l)) => l,
+        (None, None) => "SELECT NULL WHERE false".to_string(),
+    };
+    format!(
+        "CREATE OR REPLACE VIEW {}.{} AS {body};",
+        sql_ident(namespace),
+        sql_ident(name)
+    )
 }
 
 struct QueryRequestInner {

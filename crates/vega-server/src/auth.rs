@@ -63,6 +63,27 @@ pub fn generate_secret() -> String {
     format!("{KEY_PREFIX}{}", hex::encode(bytes))
 }
 
+/// The key in an Authorization header: `Bearer <key>`, `Token <key>` (as
+/// InfluxDB 2 clients send it) or HTTP Basic with the key as the password
+/// (InfluxDB 1.x clients and Telegraf; the user name is ignored).
+fn credential(value: &str) -> Option<String> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim();
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" | "token" => Some(rest.to_string()),
+        "basic" => {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()?;
+            let text = String::from_utf8(decoded).ok()?;
+            let (_, password) = text.split_once(':')?;
+            Some(password.to_string())
+        }
+        _ => None,
+    }
+}
+
 /// Resolves the caller and stores a [`Principal`] in the request.
 pub async fn authenticate(
     State(state): State<AppState>,
@@ -75,13 +96,12 @@ pub async fn authenticate(
         .map(|v| v.to_str().map(str::to_owned));
     let principal = match header {
         Some(Ok(value)) => {
-            let secret = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .ok_or_else(|| {
-                    ApiError::unauthenticated("the Authorization header must be 'Bearer <key>'")
-                })?
-                .trim();
+            let secret = credential(&value).ok_or_else(|| {
+                ApiError::unauthenticated(
+                    "the Authorization header must be 'Bearer <key>' (or 'Token <key>', or Basic with the key as password)",
+                )
+            })?;
+            let secret = secret.as_str();
             match state
                 .catalog
                 .find_api_key_by_hash(&hash_secret(secret))

@@ -170,6 +170,32 @@ impl From<SyncError> for ApiError {
     }
 }
 
+impl From<vega_ingest::IngestError> for ApiError {
+    fn from(e: vega_ingest::IngestError) -> Self {
+        use vega_ingest::IngestError;
+        let retry = e.retry_after();
+        let mut err = match e {
+            IngestError::Catalog(e) => return e.into(),
+            IngestError::Busy { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "buffer_full",
+                e.to_string(),
+            ),
+            IngestError::DiskFull(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disk_full", e.to_string())
+            }
+            other => {
+                let class = other.class();
+                ApiError::from_class(class, class_code(class), other.to_string())
+            }
+        };
+        if let Some(after) = retry {
+            err = err.with_retry_after(after.as_secs().max(1));
+        }
+        err
+    }
+}
+
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         let class = e.class();

@@ -8,7 +8,9 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod ingest;
 pub mod metrics;
+pub mod mqtt;
 pub mod publish;
 pub mod router;
 pub mod routes;

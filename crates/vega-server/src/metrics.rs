@@ -56,6 +56,28 @@ pub struct VersionLabels {
     pub version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub connection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MqttMessageLabels {
+    pub connection: String,
+    /// `stored`, `duplicate`, `mapping_error`, `rejected`.
+    pub outcome: String,
+}
+
+/// Fsync buckets in seconds, from 100 µs to 1 s.
+const FSYNC_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// Latency buckets in seconds, from 1 ms to 60 s.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
@@ -81,6 +103,19 @@ pub struct Metrics {
     pub sync_lag: Family<AssetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub build_info: Family<VersionLabels, Gauge>,
     pub draining: Gauge<i64, AtomicI64>,
+    pub ingest_rows: Family<AssetLabels, Counter>,
+    pub ingest_bytes: Family<AssetLabels, Counter>,
+    pub ingest_rejected: Family<ReasonLabels, Counter>,
+    pub wal_fsync_duration: Histogram,
+    pub ingest_flush_duration: Histogram,
+    pub ingest_flushed_rows: Counter,
+    pub ingest_flush_failures: Family<AssetLabels, Counter>,
+    pub ingest_buffer_rows: Gauge<i64, AtomicI64>,
+    pub ingest_buffer_bytes: Gauge<i64, AtomicI64>,
+    pub wal_bytes: Gauge<i64, AtomicI64>,
+    pub mqtt_connected: Family<ConnectionLabels, Gauge>,
+    pub mqtt_reconnects: Family<ConnectionLabels, Gauge>,
+    pub mqtt_messages: Family<MqttMessageLabels, Gauge>,
 }
 
 impl Metrics {
@@ -174,8 +209,99 @@ impl Metrics {
             "1 while the node is shutting down",
             draining.clone(),
         );
+        let ingest_rows = Family::<AssetLabels, Counter>::default();
+        vega.register(
+            "ingest_rows",
+            "Rows acknowledged by streaming ingest, per asset",
+            ingest_rows.clone(),
+        );
+        let ingest_bytes = Family::<AssetLabels, Counter>::default();
+        vega.register(
+            "ingest_bytes",
+            "Bytes (in memory) acknowledged by streaming ingest, per asset",
+            ingest_bytes.clone(),
+        );
+        let ingest_rejected = Family::<ReasonLabels, Counter>::default();
+        vega.register(
+            "ingest_rejected_lines",
+            "Line-protocol lines and MQTT messages refused, by reason",
+            ingest_rejected.clone(),
+        );
+        let wal_fsync_duration = Histogram::new(FSYNC_BUCKETS);
+        vega.register(
+            "wal_fsync_duration_seconds",
+            "Latency of write-ahead-log fsyncs (one per group commit)",
+            wal_fsync_duration.clone(),
+        );
+        let ingest_flush_duration = latency_histogram();
+        vega.register(
+            "ingest_flush_duration_seconds",
+            "Duration of flushes of buffered rows to segments",
+            ingest_flush_duration.clone(),
+        );
+        let ingest_flushed_rows = Counter::default();
+        vega.register(
+            "ingest_flushed_rows",
+            "Rows flushed from the ingest buffer to segments",
+            ingest_flushed_rows.clone(),
+        );
+        let ingest_flush_failures = Family::<AssetLabels, Counter>::default();
+        vega.register(
+            "ingest_flush_failures",
+            "Failed flushes per asset (the rows stay buffered and durable)",
+            ingest_flush_failures.clone(),
+        );
+        let ingest_buffer_rows = Gauge::<i64, AtomicI64>::default();
+        vega.register(
+            "ingest_buffer_rows",
+            "Rows acknowledged but not yet flushed",
+            ingest_buffer_rows.clone(),
+        );
+        let ingest_buffer_bytes = Gauge::<i64, AtomicI64>::default();
+        vega.register(
+            "ingest_buffer_bytes",
+            "Bytes (estimated) acknowledged but not yet flushed",
+            ingest_buffer_bytes.clone(),
+        );
+        let wal_bytes = Gauge::<i64, AtomicI64>::default();
+        vega.register(
+            "wal_bytes",
+            "Bytes of write-ahead-log files on disk",
+            wal_bytes.clone(),
+        );
+        let mqtt_connected = Family::<ConnectionLabels, Gauge>::default();
+        vega.register(
+            "mqtt_connected",
+            "1 while the MQTT connection is up",
+            mqtt_connected.clone(),
+        );
+        let mqtt_reconnects = Family::<ConnectionLabels, Gauge>::default();
+        vega.register(
+            "mqtt_reconnects",
+            "Reconnects of the MQTT connection since start",
+            mqtt_reconnects.clone(),
+        );
+        let mqtt_messages = Family::<MqttMessageLabels, Gauge>::default();
+        vega.register(
+            "mqtt_messages",
+            "MQTT messages since start by outcome",
+            mqtt_messages.clone(),
+        );
         Self {
             registry,
+            ingest_rows,
+            ingest_bytes,
+            ingest_rejected,
+            wal_fsync_duration,
+            ingest_flush_duration,
+            ingest_flushed_rows,
+            ingest_flush_failures,
+            ingest_buffer_rows,
+            ingest_buffer_bytes,
+            wal_bytes,
+            mqtt_connected,
+            mqtt_reconnects,
+            mqtt_messages,
             http_request_duration,
             query_duration,
             query_errors,

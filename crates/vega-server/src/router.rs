@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{assets, connections, health, jobs, keys, query};
+use crate::routes::{assets, connections, health, jobs, keys, query, write};
 use crate::state::AppState;
 use crate::{auth, telemetry};
 
@@ -22,6 +22,7 @@ use crate::{auth, telemetry};
         (name = "query", description = "Read-only SQL"),
         (name = "jobs", description = "Background work"),
         (name = "keys", description = "API keys"),
+        (name = "write", description = "Line-protocol ingest (InfluxDB-compatible)"),
         (name = "health", description = "Health and metrics"),
     )
 )]
@@ -59,6 +60,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::delete_key))
+        .routes(routes!(write::write_v2))
+        .routes(routes!(write::write_v1))
 }
 
 fn health_routes() -> OpenApiRouter<AppState> {

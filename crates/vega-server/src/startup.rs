@@ -52,6 +52,8 @@ pub enum StartError {
     Storage(#[from] vega_storage::StorageError),
     #[error("starting the query engine: {0}")]
     Engine(#[from] vega_query::QueryError),
+    #[error("opening streaming ingest: {0}")]
+    Ingest(#[from] vega_ingest::IngestError),
     #[error("recovering after the last stop: {0}")]
     Recovery(#[from] vega_sync::SyncError),
     #[error("binding {what} address {addr}: {source}")]
@@ -81,6 +83,8 @@ pub struct RunningServer {
     stop_ops: watch::Sender<bool>,
     stop_scheduler: watch::Sender<bool>,
     scheduler_task: JoinHandle<()>,
+    stop_flusher: watch::Sender<bool>,
+    flusher_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
     ops_task: JoinHandle<std::io::Result<()>>,
     grace: Duration,
@@ -139,6 +143,10 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
     registry.register(Arc::new(vega_connector_postgres::PostgresConnector::new()));
     registry.register(Arc::new(vega_connector_influxdb::InfluxdbConnector::new()));
     registry.register(Arc::new(vega_connector_http::HttpConnector::new()));
+    registry.register(Arc::new(
+        vega_connectors::line_protocol::LineProtocolConnector,
+    ));
+    registry.register(Arc::new(vega_connector_mqtt::MqttConnector));
     let connectors = Arc::new(registry);
     let engine = Arc::new(QueryEngine::open(EngineConfig {
         segments_root: store.root().to_path_buf(),
@@ -172,6 +180,47 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         },
     );
 
+    // Crash recovery and the active versions' views come before ingest
+    // replays its log into the live tables.
+    let report = sync.recover().await?;
+    if report.interrupted_jobs > 0 || report.orphan_files_removed > 0 {
+        tracing::warn!(
+            interrupted_jobs = report.interrupted_jobs,
+            orphan_files_removed = report.orphan_files_removed,
+            orphan_bytes_removed = report.orphan_bytes_removed,
+            "recovered from an unclean stop"
+        );
+    }
+    for (asset, version) in catalog.list_active_versions().await? {
+        register_version(&engine, &store, &asset, &version)?;
+    }
+    let ingest = vega_ingest::IngestService::open(
+        catalog.clone(),
+        store.clone(),
+        Arc::new(crate::ingest::EngineLiveRows {
+            engine: engine.clone(),
+            store: store.clone(),
+        }),
+        Arc::new(crate::ingest::MetricsObserver {
+            metrics: metrics.clone(),
+        }),
+        clock.clone(),
+        vega_ingest::IngestOptions {
+            wal_dir: data_dir.join("wal"),
+            wal_fsync_interval: config.ingest.wal_fsync_interval.into(),
+            buffer_max_rows: config.ingest.buffer_max_rows,
+            buffer_max_bytes: config.ingest.buffer_max_bytes.as_u64(),
+            flush_rows: config.ingest.flush_rows,
+            flush_bytes: config.ingest.flush_bytes.as_u64(),
+            flush_age: config.ingest.flush_age.into(),
+            retry_after: config.ingest.retry_after.into(),
+        },
+    )
+    .await?;
+
+    sync.set_writers(Arc::new(crate::ingest::IngestWriters {
+        ingest: ingest.clone(),
+    }));
     sync.set_validator(Arc::new(crate::validation::EngineValidator {
         engine: engine.clone(),
         store: store.clone(),
@@ -186,6 +235,15 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             catalog: catalog.clone(),
             engine: engine.clone(),
             sync: sync.clone(),
+            ingest: ingest.clone(),
+            mqtt: Arc::new(crate::mqtt::MqttStreams::new(
+                catalog.clone(),
+                ingest.clone(),
+                metrics.clone(),
+            )),
+            ingest_limits: crate::state::IngestLimits {
+                max_body_bytes: config.ingest.max_body_bytes.as_u64() as usize,
+            },
             store: store.clone(),
             connectors,
             clock: clock.clone(),
@@ -247,20 +305,9 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             .await
     });
 
-    // Recovery and view registration happen with the ports open, so
-    // `/health/live` answers while readiness still says 503.
-    let report = sync.recover().await?;
-    if report.interrupted_jobs > 0 || report.orphan_files_removed > 0 {
-        tracing::warn!(
-            interrupted_jobs = report.interrupted_jobs,
-            orphan_files_removed = report.orphan_files_removed,
-            orphan_bytes_removed = report.orphan_bytes_removed,
-            "recovered from an unclean stop"
-        );
-    }
-    for (asset, version) in catalog.list_active_versions().await? {
-        register_version(&engine, &store, &asset, &version)?;
-    }
+    state.mqtt.start_all().await;
+    let (stop_flusher, flusher_rx) = watch::channel(false);
+    let flusher_task = tokio::spawn(ingest.clone().run_flusher(wait_for(flusher_rx)));
     let (stop_scheduler, scheduler_rx) = watch::channel(false);
     let scheduler_task = Scheduler {
         catalog: catalog.clone(),
@@ -285,6 +332,8 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         stop_ops,
         stop_scheduler,
         scheduler_task,
+        stop_flusher,
+        flusher_task,
         api_task,
         ops_task,
         grace: config.shutdown.grace_period.into(),
@@ -347,6 +396,21 @@ impl RunningServer {
                 "sync jobs still running at the end of the grace period; they will be recovered at the next start");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.scheduler_task).await;
+        // No more MQTT acknowledgements: the broker keeps what follows.
+        self.state.mqtt.shutdown().await;
+        // Acknowledged rows are durable in the log already; flushing them
+        // now only saves the next start a replay.
+        let _ = self.stop_flusher.send(true);
+        let left = self
+            .grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
+        if tokio::time::timeout(left, self.flusher_task).await.is_err() {
+            tracing::warn!("flushing streamed rows did not finish in time; the next start replays them from the log");
+        }
+        if let Err(e) = self.state.ingest.close().await {
+            tracing::warn!(error = %e, "closing the write-ahead log");
+        }
         let _ = self.stop_ops.send(true);
         let mut ops_task = self.ops_task;
         if tokio::time::timeout(Duration::from_secs(2), &mut ops_task)

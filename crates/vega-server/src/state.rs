@@ -25,6 +25,12 @@ pub struct QueryLimits {
     pub max_rows_limit: usize,
 }
 
+/// Limits of the line-protocol write endpoints.
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    pub max_body_bytes: usize,
+}
+
 /// Shared state, cloned into every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -39,6 +45,9 @@ pub struct Inner {
     pub catalog: Arc<dyn Catalog>,
     pub engine: Arc<QueryEngine>,
     pub sync: Arc<SyncService>,
+    pub ingest: Arc<vega_ingest::IngestService>,
+    pub mqtt: Arc<crate::mqtt::MqttStreams>,
+    pub ingest_limits: IngestLimits,
     pub store: Arc<SegmentStore>,
     pub connectors: Arc<ConnectorRegistry>,
     pub clock: Arc<dyn Clock>,

@@ -49,4 +49,4 @@ mod store;
 pub use error::StorageError;
 pub use options::{SegmentCompression, WriteOptions};
 pub use stage::StagedVersion;
-pub use store::{schema_from_manifest, DiskUsage, OrphanReport, SegmentStore};
+pub use store::{schema_from_manifest, DiskUsage, HoldGuard, OrphanReport, SegmentStore};

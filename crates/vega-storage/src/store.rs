@@ -1,11 +1,12 @@
 //! The segment store: a root directory of Parquet segments, with the checks
 //! that a manifest matches the files, orphan collection and disk readiness.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::{Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -26,6 +27,30 @@ static PROBE_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct SegmentStore {
     root: PathBuf,
+    /// Directories of versions being written by any writer of this process
+    /// (a flush of streamed rows, say): never swept as orphans while held.
+    held: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Keeps a staging directory out of [`SegmentStore::remove_orphans`] until
+/// dropped (after the version that names its files is committed, or the
+/// files are discarded).
+#[derive(Debug)]
+pub struct HoldGuard {
+    held: Arc<Mutex<HashMap<String, usize>>>,
+    prefix: String,
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.prefix) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.prefix);
+            }
+        }
+    }
 }
 
 /// What [`SegmentStore::remove_orphans`] deleted.
@@ -55,7 +80,26 @@ impl SegmentStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(|e| StorageError::io("create directory", &root, e))?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            held: Arc::default(),
+        })
+    }
+
+    /// Keeps `prefix` (`<asset_id>/<staging_id>`) from being swept as an
+    /// orphan while the guard lives.
+    pub fn hold(&self, prefix: &str) -> HoldGuard {
+        let prefix = prefix.trim_end_matches('/').to_string();
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(prefix.clone())
+            .or_default() += 1;
+        HoldGuard {
+            held: self.held.clone(),
+            prefix,
+        }
     }
 
     /// The root directory.
@@ -201,8 +245,16 @@ impl SegmentStore {
         referenced: &HashSet<String>,
         keep_prefixes: &[String],
     ) -> Result<OrphanReport, StorageError> {
+        let held: Vec<String> = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         let prefixes: Vec<&str> = keep_prefixes
             .iter()
+            .chain(held.iter())
             .map(|p| p.trim_end_matches('/'))
             .collect();
         let sweep = Sweep {

@@ -18,4 +18,4 @@ pub mod validate;
 pub use error::SyncError;
 pub use failpoint::{FailAction, Failpoint};
 pub use scheduler::Scheduler;
-pub use service::{PublishListener, RecoveryReport, SyncOptions, SyncService};
+pub use service::{AssetWriters, PublishListener, RecoveryReport, SyncOptions, SyncService};

@@ -31,6 +31,28 @@ fn bad(message: String) -> SyncError {
     SyncError::CheckFailed(message)
 }
 
+/// `batch` with exactly `schema`'s columns (by name; missing ones NULL):
+/// a stream asset whose columns grew has older segments with fewer.
+fn conform(
+    batch: &arrow::record_batch::RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<arrow::record_batch::RecordBatch, SyncError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => arrow::array::new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).map_err(|e| {
+        SyncError::Internal(format!("aligning a segment to the version's schema: {e}"))
+    })
+}
+
 /// Computes the manifest that keeps rows with `column >= cutoff_ms` (or a
 /// NULL `column`). Returns `None` when nothing is older than the cutoff.
 /// Blocking: call on a blocking thread.
@@ -103,7 +125,7 @@ pub fn trim(
             }
             if let Some(s) = staged.as_mut() {
                 for batch in &batches {
-                    s.write(batch)?;
+                    s.write(&conform(batch, &schema)?)?;
                 }
             }
         }

@@ -18,6 +18,17 @@ use crate::validate::{run_checks, ValidationReport, Validator};
 /// How often a running sync records its progress (rows, bytes) in its job.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// Other writers of assets (streaming ingest appends flushed segments).
+/// Work that reads an asset's active version and publishes a rewrite of it
+/// (retention) holds [`AssetWriters::exclusive`] in between, so no append
+/// is lost.
+#[async_trait::async_trait]
+pub trait AssetWriters: Send + Sync {
+    /// Waits until no other writer works on `asset`; they wait until the
+    /// returned guard is dropped.
+    async fn exclusive(&self, asset: &Id) -> Box<dyn std::any::Any + Send>;
+}
+
 /// Told about what sync does, so other parts can react (the query engine
 /// re-points a view; metrics count jobs) without sync knowing them.
 pub trait PublishListener: Send + Sync {
@@ -73,6 +84,7 @@ pub struct SyncService {
     cancels: Mutex<HashMap<Id, Arc<AtomicBool>>>,
     /// Runs the checks that need the data (set once by the server).
     validator: std::sync::OnceLock<Arc<dyn Validator>>,
+    writers: std::sync::OnceLock<Arc<dyn AssetWriters>>,
 }
 
 impl std::fmt::Debug for SyncService {
@@ -149,12 +161,19 @@ impl SyncService {
             tasks: Default::default(),
             cancels: Mutex::new(HashMap::new()),
             validator: std::sync::OnceLock::new(),
+            writers: std::sync::OnceLock::new(),
         })
     }
 
     /// Installs the validator for data checks (once; later calls are ignored).
     pub fn set_validator(&self, validator: Arc<dyn Validator>) {
         let _ = self.validator.set(validator);
+    }
+
+    /// Sets who else writes assets (streaming ingest), so retention keeps
+    /// them out while it rewrites an asset.
+    pub fn set_writers(&self, writers: Arc<dyn AssetWriters>) {
+        let _ = self.writers.set(writers);
     }
 
     /// Runs every check of `asset` on `manifest` (`POST /assets/{id}/validate`).
@@ -772,6 +791,13 @@ impl SyncService {
         column: &str,
         period: Duration,
     ) -> Result<Option<Version>, SyncError> {
+        // No other writer (a flush of streamed rows) may append to the
+        // version between reading it here and publishing its trimmed copy.
+        let _exclusive = match self.writers.get() {
+            Some(w) => Some(w.exclusive(&asset.id).await),
+            None => None,
+        };
+        let asset = &self.catalog.get_asset(&asset.id).await?;
         let Some(number) = asset.active_version else {
             return Ok(None);
         };

@@ -3,5 +3,6 @@
 //! stops it when dropped. For tests only.
 
 pub mod influxdb;
+pub mod mosquitto;
 pub mod ports;
 pub mod postgres;

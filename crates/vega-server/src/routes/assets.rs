@@ -148,14 +148,13 @@ pub async fn create_asset(
         ApiError::bad_request(e.to_string()).with_details(json!({ "field": e.part }))
     })?;
     let sync_mode = match body.sync_mode.as_deref() {
-        None | Some("full") => SyncMode::Full,
-        Some("incremental") => SyncMode::Incremental,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "sync_mode must be 'full' or 'incremental', not '{other}'"
+        None => None,
+        Some(m) => Some(SyncMode::parse(m).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "sync_mode must be 'full', 'incremental' or 'stream', not '{m}'"
             ))
-            .with_details(json!({ "field": "sync_mode" })))
-        }
+            .with_details(json!({ "field": "sync_mode" }))
+        })?),
     };
     if let Some(schedule) = &body.schedule {
         check_schedule(schedule)?;
@@ -173,14 +172,46 @@ pub async fn create_asset(
         ))
         .with_details(json!({ "field": "connection_id" }))
     })?;
-    if let Err(e) = state.catalog.get_connection(&connection_id).await {
-        return Err(match e {
-            vega_catalog::CatalogError::NotFound { .. } => {
-                ApiError::unprocessable(format!("connection '{connection_id}' does not exist"))
-                    .with_details(json!({ "field": "connection_id" }))
-            }
-            other => other.into(),
-        });
+    let connection = match state.catalog.get_connection(&connection_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(match e {
+                vega_catalog::CatalogError::NotFound { .. } => {
+                    ApiError::unprocessable(format!("connection '{connection_id}' does not exist"))
+                        .with_details(json!({ "field": "connection_id" }))
+                }
+                other => other.into(),
+            })
+        }
+    };
+    // Push sources (MQTT, line protocol) feed stream assets; the others
+    // are read by sync.
+    let sync_mode = match (sync_mode, connection.kind.is_stream()) {
+        (None, true) | (Some(SyncMode::Stream), true) => SyncMode::Stream,
+        (None, false) => SyncMode::Full,
+        (Some(SyncMode::Stream), false) => {
+            return Err(ApiError::unprocessable(format!(
+                "sync_mode 'stream' needs an mqtt or line_protocol connection; '{}' is {}",
+                connection.name,
+                connection.kind.as_str()
+            ))
+            .with_details(json!({ "field": "sync_mode" })))
+        }
+        (Some(mode), true) => {
+            return Err(ApiError::unprocessable(format!(
+                "a {} connection feeds stream assets; sync_mode '{}' is not possible",
+                connection.kind.as_str(),
+                mode.as_str()
+            ))
+            .with_details(json!({ "field": "sync_mode" })))
+        }
+        (Some(mode), false) => mode,
+    };
+    if sync_mode == SyncMode::Stream && body.schedule.is_some() {
+        return Err(ApiError::unprocessable(
+            "stream assets are fed continuously and take no schedule",
+        )
+        .with_details(json!({ "field": "schedule" })));
     }
     check_source(&state, &connection_id, &body.source).await?;
     let asset = state
@@ -200,6 +231,7 @@ pub async fn create_asset(
         )
         .await?;
     tracing::info!(asset = %asset.qualified_name(), "asset created");
+    state.mqtt.reconcile(&asset.connection_id).await;
     Ok((StatusCode::CREATED, Json(asset.into())))
 }
 
@@ -233,6 +265,24 @@ pub async fn update_asset(
     principal.require(Role::Admin)?;
     let id = path_id(IdKind::Asset, &id)?;
     let asset = state.catalog.get_asset(&id).await?;
+    if asset.sync_mode == SyncMode::Stream {
+        if body.reset_watermark {
+            return Err(ApiError::unprocessable(
+                "a stream asset's watermark is the write-ahead-log position ingest has flushed; it cannot be reset",
+            )
+            .with_details(json!({ "field": "reset_watermark" })));
+        }
+        if body
+            .schedule
+            .as_deref()
+            .is_some_and(|s| !s.trim().is_empty())
+        {
+            return Err(ApiError::unprocessable(
+                "stream assets are fed continuously and take no schedule",
+            )
+            .with_details(json!({ "field": "schedule" })));
+        }
+    }
     if let Some(source) = &body.source {
         check_source(&state, &asset.connection_id, source).await?;
     }
@@ -272,6 +322,9 @@ pub async fn update_asset(
             state.clock.now(),
         )
         .await?;
+    if updated.sync_mode == SyncMode::Stream {
+        state.mqtt.reconcile(&updated.connection_id).await;
+    }
     Ok(Json(updated.into()))
 }
 
@@ -287,6 +340,8 @@ pub async fn delete_asset(
     let id = path_id(IdKind::Asset, &id)?;
     let asset = state.catalog.get_asset(&id).await?;
     state.catalog.delete_asset(&id).await?;
+    state.ingest.forget(&asset);
+    state.mqtt.reconcile(&asset.connection_id).await;
     state.engine.unregister(&asset.namespace, &asset.name)?;
     // The files of every version are orphans now.
     let sync = state.sync.clone();

@@ -54,8 +54,10 @@ const TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn parse_kind(kind: &str) -> Result<ConnectorKind, ApiError> {
     ConnectorKind::parse(kind).ok_or_else(|| {
+        let known: Vec<&str> = ConnectorKind::ALL.iter().map(|k| k.as_str()).collect();
         ApiError::bad_request(format!(
-            "unknown connection type '{kind}'; known types: file"
+            "unknown connection type '{kind}'; known types: {}",
+            known.join(", ")
         ))
         .with_details(json!({ "field": "type" }))
     })
@@ -158,6 +160,7 @@ pub async fn update_connection(
             state.clock.now(),
         )
         .await?;
+    state.mqtt.reconcile(&id).await;
     Ok(Json(updated.into()))
 }
 
@@ -172,6 +175,7 @@ pub async fn delete_connection(
     principal.require(Role::Admin)?;
     let id = path_id(IdKind::Connection, &id)?;
     state.catalog.delete_connection(&id).await?;
+    state.mqtt.reconcile(&id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -188,6 +192,9 @@ async fn set_enabled(
         .set_connection_enabled(&id, enabled, state.clock.now())
         .await?;
     tracing::warn!(connection = %c.name, enabled, "connection {}", if enabled { "enabled" } else { "disabled" });
+    // A disabled MQTT connection stops consuming (the broker keeps the
+    // messages for the persistent session); enabling resumes it.
+    state.mqtt.reconcile(&id).await;
     Ok(Json(c.into()))
 }
 

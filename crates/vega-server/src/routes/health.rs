@@ -121,6 +121,30 @@ pub async fn health(State(state): State<AppState>) -> Response {
                     });
                     continue;
                 }
+                if c.kind == vega_core::ConnectorKind::Mqtt {
+                    if let Some(status) = state.mqtt.status(&c.id).await {
+                        let up = status.state == vega_connector_mqtt::ConnectionState::Connected;
+                        connections_ok &= up;
+                        services.push(ServiceHealth {
+                            name,
+                            status: if up { "healthy" } else { "unhealthy" }.into(),
+                            response_time_ms: 0.0,
+                            last_error: if up {
+                                None
+                            } else {
+                                Some(format!(
+                                    "{} (reconnects: {}): {}",
+                                    status.state.as_str(),
+                                    status.reconnects,
+                                    status
+                                        .last_error
+                                        .unwrap_or_else(|| "not connected yet".into())
+                                ))
+                            },
+                        });
+                        continue;
+                    }
+                }
                 let params = c.params.clone();
                 let health = timed(
                     &name,
@@ -135,6 +159,17 @@ pub async fn health(State(state): State<AppState>) -> Response {
         }
         Err(_) => connections_ok = false,
     }
+    let ingest = state.ingest.stats();
+    let ingest_ok = ingest.last_flush_error.is_none();
+    connections_ok &= ingest_ok;
+    services.push(ServiceHealth {
+        name: "ingest".into(),
+        status: if ingest_ok { "healthy" } else { "unhealthy" }.into(),
+        response_time_ms: 0.0,
+        last_error: ingest.last_flush_error.map(|e| {
+            format!("flushing to segments fails (rows stay buffered and durable in the log): {e}")
+        }),
+    });
     let started = state.started_up.load(std::sync::atomic::Ordering::SeqCst);
     let ok = core_ok && started && !state.is_draining();
     let status = match (ok, connections_ok) {
@@ -186,6 +221,50 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     state.metrics.draining.set(i64::from(state.is_draining()));
+    let ingest = state.ingest.stats();
+    state
+        .metrics
+        .ingest_buffer_rows
+        .set(ingest.buffer_rows as i64);
+    state
+        .metrics
+        .ingest_buffer_bytes
+        .set(ingest.buffer_bytes as i64);
+    state.metrics.wal_bytes.set(ingest.wal_bytes as i64);
+    for status in state.mqtt.statuses().await {
+        use crate::metrics::{ConnectionLabels, MqttMessageLabels};
+        let connection = ConnectionLabels {
+            connection: status.connection.clone(),
+        };
+        let up = status.state == vega_connector_mqtt::ConnectionState::Connected;
+        state
+            .metrics
+            .mqtt_connected
+            .get_or_create(&connection)
+            .set(i64::from(up));
+        state
+            .metrics
+            .mqtt_reconnects
+            .get_or_create(&connection)
+            .set(status.reconnects as i64);
+        for (outcome, n) in [
+            ("received", status.received),
+            ("stored", status.stored),
+            ("duplicate", status.duplicates),
+            ("mapping_error", status.mapping_errors),
+            ("rejected", status.rejected),
+            ("dropped", status.dropped),
+        ] {
+            state
+                .metrics
+                .mqtt_messages
+                .get_or_create(&MqttMessageLabels {
+                    connection: status.connection.clone(),
+                    outcome: outcome.into(),
+                })
+                .set(n as i64);
+        }
+    }
     if let Ok(assets) = state.catalog.list_assets().await {
         let now = state.clock.now();
         for asset in assets {

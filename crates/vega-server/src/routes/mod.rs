@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod keys;
 pub mod query;
 pub mod views;
+pub mod write;
 
 use vega_core::{Id, IdKind};
 

@@ -214,3 +214,118 @@ fn postgres_full_sync() {
         peak_kib as f64 / 1024.0
     );
 }
+
+/// Telegraf-like points: 3 tags, 4 fields, nanosecond timestamps; `id`
+/// makes every point distinct.
+fn lp_batch(from: u64, n: u64) -> String {
+    let mut out = String::with_capacity(n as usize * 140);
+    for id in from..from + n {
+        out.push_str(&format!(
+            "cpu,host=host{},region=r{},cpu=cpu{} usage_user={}.25,usage_system={}.5,usage_idle=90.125,id={id}i {}\n",
+            id % 50,
+            id % 4,
+            id % 8,
+            id % 100,
+            id % 10,
+            1_700_000_000_000_000_000u64 + id
+        ));
+    }
+    out
+}
+
+/// Posts `batches` (index → body) to `url` from `clients` threads; returns
+/// the wall time. Every answer must be 204.
+fn post_all(url: &str, auth: Option<&str>, batches: &[String], clients: usize) -> Duration {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| {
+                let client = reqwest::blocking::Client::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(body) = batches.get(i) else { return };
+                    let mut rb = client.post(url).body(body.clone());
+                    if let Some(a) = auth {
+                        rb = rb.header("authorization", a);
+                    }
+                    let r = rb.send().expect("write");
+                    assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap_or_default());
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+/// Line-protocol ingest, acknowledged after fsync, against InfluxDB 1.x
+/// (Debian's `influxd`, whose WAL fsyncs every write by default) on the
+/// same machine: same points, same batch size, same client threads,
+/// alternating rounds in one run.
+#[test]
+#[ignore = "benchmark: run with bench/ingest_line_protocol.sh"]
+fn line_protocol_ingest() {
+    use vega_testkit::influxdb::TestInfluxdb;
+    let env = |k: &str, d: u64| -> u64 {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let points = env("BENCH_LP_POINTS", 600_000);
+    let batch = env("BENCH_LP_BATCH", 5_000);
+    let clients = env("BENCH_LP_CLIENTS", 4) as usize;
+    let rounds = 3u64;
+    let influx = TestInfluxdb::start();
+    influx.create_database("bench");
+    let vega = crate::server::TestServer::start_with(crate::server::Options {
+        extra_yaml: "ingest:\n  flush_rows: 500000\n".into(),
+        ..Default::default()
+    });
+    let per_round = points / rounds;
+    let (mut t_influx, mut t_vega) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds {
+        let batches: Vec<String> = (0..per_round / batch)
+            .map(|b| lp_batch(round * per_round + b * batch, batch))
+            .collect();
+        t_influx += post_all(
+            &format!("{}/write?db=bench&precision=ns", influx.url()),
+            None,
+            &batches,
+            clients,
+        );
+        t_vega += post_all(
+            &format!("{}/api/v2/write?bucket=bench&precision=ns", vega.api),
+            None,
+            &batches,
+            clients,
+        );
+    }
+    let written = (points / rounds / batch) * batch * rounds;
+    let in_vega = vega.sql("SELECT count(DISTINCT id) FROM bench.cpu")["rows"][0][0]
+        .as_u64()
+        .unwrap();
+    assert_eq!(in_vega, written, "every acknowledged point is in Vega");
+    let in_influx = influx.query_db("bench", "SELECT count(usage_idle) FROM cpu");
+    let rate = |d: Duration| written as f64 / d.as_secs_f64();
+    println!("\n| target | points | time | points/s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| InfluxDB 1.x `/write` (baseline) | {written} | {:.2} s | {:.0} |",
+        t_influx.as_secs_f64(),
+        rate(t_influx)
+    );
+    println!(
+        "| Vega `/api/v2/write` | {written} | {:.2} s | {:.0} |",
+        t_vega.as_secs_f64(),
+        rate(t_vega)
+    );
+    println!(
+        "ratio (Vega points/s ÷ InfluxDB points/s): {:.2}",
+        rate(t_vega) / rate(t_influx)
+    );
+    println!(
+        "batch: {batch} lines, clients: {clients}, rounds: {rounds}; InfluxDB count: {}",
+        in_influx["results"][0]["series"][0]["values"][0][1]
+    );
+}

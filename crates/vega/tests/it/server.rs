@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The `vega` binary built by cargo for these tests.
-pub fn vega_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_vega")
+/// The `vega` binary built by cargo for these tests, or the one named by
+/// `BENCH_VEGA_BIN` (benchmarks run against a release build that way).
+pub fn vega_bin() -> String {
+    std::env::var("BENCH_VEGA_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vega").to_string())
 }
 
 /// A `vega` command with no `VEGA_*` variables inherited from the caller.
@@ -249,6 +250,28 @@ impl TestServer {
                 .body(body)
                 .send(),
         )
+    }
+
+    /// Posts a text body (line protocol) with optional extra headers; the
+    /// admin key (if any) as a Bearer token unless `headers` carries an
+    /// Authorization header of its own.
+    pub fn post_text(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::blocking::Body>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut rb = self.client.post(format!("{}{path}", self.api));
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            rb = self.authed(rb);
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Resp::from(rb.body(body).send())
     }
 
     /// Runs SQL and returns the JSON result, panicking on an error status.
