@@ -8,6 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -srm)"
-echo "profile: dev"
+echo "profile: ${BENCH_VEGA_BIN:+release binary, }dev test harness"
 cargo test -p vega --test it --locked -- --ignored --nocapture --test-threads=1 bench::line_protocol_ingest 2>&1 \
   | grep -E '^\||^ratio|^batch|test result'

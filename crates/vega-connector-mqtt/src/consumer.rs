@@ -51,7 +51,7 @@
 //! acknowledged), then sends DISCONNECT after the acknowledgements already
 //! queued, and ends the poll task.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -703,32 +703,79 @@ struct Deliverer {
     warned: HashSet<(usize, &'static str)>,
 }
 
+/// Messages delivered at once. Their deliveries run concurrently (the
+/// write-ahead log commits them together), and their acknowledgements are
+/// still sent in the order the messages arrived, as MQTT requires.
+const DELIVERY_WINDOW: usize = 256;
+
+/// What a delivery needs, shared by the concurrent deliveries.
+#[derive(Clone)]
+struct DeliveryContext {
+    name: Arc<str>,
+    subs: Arc<Vec<Subscription>>,
+    sink: Arc<dyn MessageSink>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
 impl Deliverer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Inbound>) {
+        use futures::stream::{FuturesOrdered, StreamExt};
+        let ctx = DeliveryContext {
+            name: Arc::from(self.name.as_str()),
+            subs: self.subs.clone(),
+            sink: self.sink.clone(),
+            shared: self.shared.clone(),
+            stop: self.stop.clone(),
+        };
+        let mut in_flight = FuturesOrdered::new();
+        let mut open = true;
         loop {
-            let inbound = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return,
-                inbound = rx.recv() => match inbound {
-                    Some(i) => i,
-                    None => return,
-                },
-            };
-            if inbound.message.qos == 0 {
-                self.shared.queued_qos0.fetch_sub(1, Ordering::AcqRel);
-            }
-            if !self.handle(&inbound).await {
-                return;
+                done = in_flight.next(), if !in_flight.is_empty() => {
+                    let Some((inbound, delivered)): Option<(Inbound, bool)> = done else { continue };
+                    if !delivered {
+                        return;
+                    }
+                    if inbound.message.qos > 0 && !self.ack(&inbound).await {
+                        return;
+                    }
+                }
+                inbound = rx.recv(), if open && in_flight.len() < DELIVERY_WINDOW => {
+                    let Some(inbound) = inbound else {
+                        open = false;
+                        if in_flight.is_empty() {
+                            return;
+                        }
+                        continue;
+                    };
+                    if inbound.message.qos == 0 {
+                        self.shared.queued_qos0.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    let (deliveries, key) = self.route(&inbound);
+                    let ctx = ctx.clone();
+                    in_flight.push_back(async move {
+                        for (index, point) in deliveries {
+                            if !ctx.deliver(index, point, key).await {
+                                return (inbound, false);
+                            }
+                        }
+                        (inbound, true)
+                    });
+                }
+                else => return,
             }
         }
     }
 
-    /// Delivers one message to every matching asset and acknowledges it;
-    /// `false` when shut down first (it is then not acknowledged).
-    async fn handle(&mut self, inbound: &Inbound) -> bool {
+    /// Maps a message for every matching asset (counting and logging, once
+    /// per kind, what does not fit) and gives its delivery key.
+    fn route(&mut self, inbound: &Inbound) -> (Vec<(usize, Point)>, DeliveryKey) {
         let message = &inbound.message;
         let payload = message.payload();
-        let mut deliveries: VecDeque<(usize, Point)> = VecDeque::new();
+        let mut deliveries = Vec::new();
         let mut routed = false;
         for (index, sub) in self.subs.iter().enumerate() {
             if !sub.source.topic.matches(&message.topic) {
@@ -739,7 +786,7 @@ impl Deliverer {
                 .source
                 .map(&message.topic, payload, inbound.receive_time_ns)
             {
-                Ok(point) => deliveries.push_back((index, point)),
+                Ok(point) => deliveries.push((index, point)),
                 Err(e) => {
                     self.shared.status().mapping_errors += 1;
                     self.sink.mapping_failed(&sub.asset, e.kind());
@@ -764,17 +811,35 @@ impl Deliverer {
             content: content_hash(&message.topic, payload),
             redelivery: message.dup,
         };
-        while let Some((index, point)) = deliveries.pop_front() {
-            if !self.deliver(index, point, key).await {
-                return false;
+        (deliveries, key)
+    }
+    /// Queues the acknowledgement if the message's connection is still the
+    /// current one; `false` when shut down first.
+    async fn ack(&self, inbound: &Inbound) -> bool {
+        loop {
+            {
+                let epoch = self.shared.epoch();
+                if *epoch != inbound.epoch {
+                    tracing::debug!(
+                        connection = %self.name,
+                        topic = %inbound.message.topic,
+                        "connection changed since the message arrived; not acknowledging (the broker sends it again)"
+                    );
+                    return true;
+                }
+                if self.client.try_ack(&inbound.message) {
+                    return true;
+                }
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return false,
+                _ = tokio::time::sleep(ACK_RETRY) => {}
             }
         }
-        if message.qos > 0 {
-            return self.ack(inbound).await;
-        }
-        true
     }
+}
 
+impl DeliveryContext {
     /// Delivers to one asset, retrying until the sink answers for good;
     /// `false` when shut down first.
     async fn deliver(&self, index: usize, point: Point, key: DeliveryKey) -> bool {
@@ -821,31 +886,6 @@ impl Deliverer {
             tokio::select! {
                 _ = self.stop.cancelled() => return false,
                 _ = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    /// Queues the acknowledgement if the message's connection is still the
-    /// current one; `false` when shut down first.
-    async fn ack(&self, inbound: &Inbound) -> bool {
-        loop {
-            {
-                let epoch = self.shared.epoch();
-                if *epoch != inbound.epoch {
-                    tracing::debug!(
-                        connection = %self.name,
-                        topic = %inbound.message.topic,
-                        "connection changed since the message arrived; not acknowledging (the broker sends it again)"
-                    );
-                    return true;
-                }
-                if self.client.try_ack(&inbound.message) {
-                    return true;
-                }
-            }
-            tokio::select! {
-                _ = self.stop.cancelled() => return false,
-                _ = tokio::time::sleep(ACK_RETRY) => {}
             }
         }
     }

@@ -243,6 +243,11 @@ impl IngestService {
                 }
                 Err(e) => return Err(e),
             };
+            // Known deliveries, flushed or not: a redelivery of any of
+            // them is a duplicate.
+            if let Some(key) = entry.key {
+                lock(&self.recent).insert(key.session, key.content);
+            }
             let mut buffer = lock(&state.buffer);
             if record.seq <= buffer.flushed_through {
                 skipped += 1;
@@ -273,9 +278,6 @@ impl IngestService {
             buffer.push(record.seq, batch, bytes);
             self.rows.fetch_add(points.len() as u64, Ordering::SeqCst);
             self.bytes.fetch_add(bytes, Ordering::SeqCst);
-            if let Some(key) = entry.key {
-                lock(&self.recent).insert(key.session, key.content);
-            }
             replayed += 1;
         }
         if replayed + skipped > 0 {

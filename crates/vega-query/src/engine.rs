@@ -87,6 +87,12 @@ pub struct QueryEngine {
     /// Connections used for appends, so appends run in parallel with each
     /// other and with view changes.
     live_conns: Mutex<Vec<Connection>>,
+    /// Rows acknowledged since the last query, not yet in their live
+    /// tables: appended in bulk before the next query runs (one DuckDB
+    /// append per table instead of one per write).
+    live_pending: Mutex<Vec<live::Pending>>,
+    /// Serializes applying pending rows with flushes that remove rows.
+    live_apply: Mutex<()>,
     analyses: Arc<AnalysisCache>,
 }
 
@@ -197,6 +203,8 @@ impl QueryEngine {
             live: Mutex::new(HashMap::new()),
             live_layout: RwLock::new(()),
             live_conns: Mutex::new(Vec::new()),
+            live_pending: Mutex::new(Vec::new()),
+            live_apply: Mutex::new(()),
             analyses: Arc::new(AnalysisCache::default()),
         })
     }
@@ -235,6 +243,11 @@ impl QueryEngine {
 
     /// Removes an asset's view (and its live rows, if any).
     pub fn unregister(&self, namespace: &str, name: &str) -> Result<(), QueryError> {
+        let _apply = self.live_apply.lock().unwrap_or_else(|e| e.into_inner());
+        self.live_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| !p.is_for(namespace, name));
         let sql = format!(
             "DROP VIEW IF EXISTS {}.{}; DROP TABLE IF EXISTS {};",
             sql_ident(namespace),
@@ -329,6 +342,8 @@ impl QueryEngine {
 
     async fn run(&self, request: QueryRequestInner) -> Result<QueryOutput, QueryError> {
         let started = Instant::now();
+        // Acknowledged streamed rows become visible before the query starts.
+        self.apply_pending()?;
         let _permit =
             match tokio::time::timeout(self.config.queue_timeout, self.slots.acquire()).await {
                 Ok(Ok(permit)) => permit,

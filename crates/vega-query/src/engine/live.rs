@@ -45,6 +45,44 @@ impl LiveTable {
     }
 }
 
+/// Rows acknowledged but not yet appended to their live table.
+pub(crate) struct Pending {
+    key: (String, String),
+    seq: u64,
+    /// Shaped to the table's columns (see [`shape`]).
+    rows: RecordBatch,
+}
+
+impl Pending {
+    pub(crate) fn is_for(&self, namespace: &str, name: &str) -> bool {
+        self.key.0 == namespace && self.key.1 == name
+    }
+}
+
+/// `batch` with the table's `columns` in order (missing ones NULL) and
+/// `_seq` filled.
+fn shape(
+    columns: &[(String, DataType)],
+    seq: u64,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, QueryError> {
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    for (column, data_type) in columns {
+        fields.push(Field::new(column, data_type.clone(), true));
+        arrays.push(if column == SEQ_COLUMN {
+            Arc::new(UInt64Array::from(vec![seq; batch.num_rows()]))
+        } else {
+            match batch.column_by_name(column) {
+                Some(a) => a.clone(),
+                None => new_null_array(data_type, batch.num_rows()),
+            }
+        });
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| QueryError::Internal(format!("shaping live rows: {e}")))
+}
+
 /// The quoted name of an asset's live table.
 pub(crate) fn table_ident(namespace: &str, name: &str) -> String {
     format!(
@@ -94,12 +132,40 @@ impl QueryEngine {
                     .and_then(|t| t.covers(batch).then(|| t.columns.clone()))
             };
             if let Some(columns) = columns {
-                return self.append_rows(namespace, name, &columns, seq, batch);
+                let rows = shape(&columns, seq, batch)?;
+                self.live_pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Pending { key, seq, rows });
+                return Ok(());
             }
         }
+        // The table's columns change: rows shaped for the old columns go in
+        // first.
+        self.apply_pending()?;
         let _layout = self.live_layout.write().unwrap_or_else(|e| e.into_inner());
         let columns = self.widen_live_table(namespace, name, batch)?;
-        self.append_rows(namespace, name, &columns, seq, batch)
+        let rows = shape(&columns, seq, batch)?;
+        self.append_now(&[(key, vec![rows])])
+    }
+
+    /// Appends every pending row to its live table, one append per table.
+    pub(crate) fn apply_pending(&self) -> Result<(), QueryError> {
+        let _apply = self.live_apply.lock().unwrap_or_else(|e| e.into_inner());
+        let pending =
+            std::mem::take(&mut *self.live_pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let _layout = self.live_layout.read().unwrap_or_else(|e| e.into_inner());
+        let mut by_table: Vec<((String, String), Vec<RecordBatch>)> = Vec::new();
+        for p in pending {
+            match by_table.iter_mut().find(|(k, _)| *k == p.key) {
+                Some((_, rows)) => rows.push(p.rows),
+                None => by_table.push((p.key, vec![p.rows])),
+            }
+        }
+        self.append_now(&by_table)
     }
 
     /// Creates the asset's live table or adds the batch's new columns, and
@@ -203,31 +269,11 @@ impl QueryEngine {
         Ok(columns)
     }
 
-    /// Appends `batch` shaped to the table's `columns` (missing ones as
-    /// NULLs, `_seq` filled) on a pooled connection.
-    fn append_rows(
+    /// Appends rows (already shaped to their tables) on a pooled connection.
+    fn append_now(
         &self,
-        namespace: &str,
-        name: &str,
-        columns: &[(String, DataType)],
-        seq: u64,
-        batch: &RecordBatch,
+        tables: &[((String, String), Vec<RecordBatch>)],
     ) -> Result<(), QueryError> {
-        let mut fields = Vec::with_capacity(columns.len());
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
-        for (column, data_type) in columns {
-            fields.push(Field::new(column, data_type.clone(), true));
-            arrays.push(if column == SEQ_COLUMN {
-                Arc::new(UInt64Array::from(vec![seq; batch.num_rows()]))
-            } else {
-                match batch.column_by_name(column) {
-                    Some(a) => a.clone(),
-                    None => new_null_array(data_type, batch.num_rows()),
-                }
-            });
-        }
-        let padded = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-            .map_err(|e| QueryError::Internal(format!("shaping live rows: {e}")))?;
         let conn = {
             let pooled = self
                 .live_conns
@@ -245,13 +291,21 @@ impl QueryEngine {
             }
         };
         let result = (|| {
-            let mut appender = conn
-                .appender_to_db(&format!("{namespace}.{name}"), LIVE_SCHEMA)
-                .map_err(internal("opening a live-table appender"))?;
-            appender
-                .append_record_batch(padded)
-                .map_err(internal("appending live rows"))?;
-            appender.flush().map_err(internal("committing live rows"))
+            for ((namespace, name), batches) in tables {
+                let Some(first) = batches.first() else {
+                    continue;
+                };
+                let rows = arrow::compute::concat_batches(&first.schema(), batches)
+                    .map_err(|e| QueryError::Internal(format!("joining live rows: {e}")))?;
+                let mut appender = conn
+                    .appender_to_db(&format!("{namespace}.{name}"), LIVE_SCHEMA)
+                    .map_err(internal("opening a live-table appender"))?;
+                appender
+                    .append_record_batch(rows)
+                    .map_err(internal("appending live rows"))?;
+                appender.flush().map_err(internal("committing live rows"))?;
+            }
+            Ok(())
         })();
         self.live_conns
             .lock()
@@ -264,6 +318,14 @@ impl QueryEngine {
     /// in one transaction the view reads them, and the live rows they hold
     /// (`_seq <= through_seq`) leave the live table.
     pub fn live_flushed(&self, view: AssetView, through_seq: u64) -> Result<(), QueryError> {
+        let _apply = self.live_apply.lock().unwrap_or_else(|e| e.into_inner());
+        // Rows not appended yet that the new files hold never need to be.
+        self.live_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| {
+                !(p.key.0 == view.namespace && p.key.1 == view.name && p.seq <= through_seq)
+            });
         let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let key = (view.namespace.clone(), view.name.clone());
@@ -298,6 +360,7 @@ impl QueryEngine {
 
     /// Rows in an asset's live table (0 when it has none).
     pub fn live_rows(&self, namespace: &str, name: &str) -> Result<u64, QueryError> {
+        self.apply_pending()?;
         let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         if !live.contains_key(&(namespace.to_string(), name.to_string())) {

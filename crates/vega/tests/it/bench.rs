@@ -329,3 +329,119 @@ fn line_protocol_ingest() {
         in_influx["results"][0]["series"][0]["values"][0][1]
     );
 }
+
+/// MQTT QoS 1 end to end through Mosquitto: the same messages published
+/// (a) to a plain subscriber that acknowledges on receipt (the baseline:
+/// broker and network alone) and (b) to Vega, which acknowledges each only
+/// once durable; time until every message is received (baseline) or
+/// queryable in Vega, and a check that none is lost or duplicated.
+#[test]
+#[ignore = "benchmark: run with bench/ingest_mqtt.sh"]
+fn mqtt_ingest() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use vega_testkit::mosquitto::TestMosquitto;
+    let messages: u64 = std::env::var("BENCH_MQTT_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let broker = TestMosquitto::start();
+    let payload = |i: u64| format!("{{\"id\": {i}, \"temp\": {}.5, \"ok\": true}}", i % 40);
+
+    // Baseline: a subscriber that acknowledges on receipt.
+    let mut opts = rumqttc::MqttOptions::new("bench-baseline", "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (sub, mut connection) = rumqttc::Client::new(opts, 10_000);
+    sub.subscribe("bench/base/#", rumqttc::QoS::AtLeastOnce)
+        .unwrap();
+    let received = std::sync::Arc::new(AtomicU64::new(0));
+    let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r, s) = (received.clone(), subscribed.clone());
+    let driver = std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    s.store(true, Ordering::SeqCst)
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))) => {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    while !subscribed.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let publisher = crate::mqtt::Publisher::connect(broker.port(), "bench-publisher");
+    let started = Instant::now();
+    for i in 0..messages {
+        publisher.publish("bench/base/t", payload(i));
+    }
+    while received.load(Ordering::SeqCst) < messages {
+        assert!(started.elapsed() < Duration::from_secs(600));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let baseline = started.elapsed();
+    let _ = sub.disconnect();
+    let _ = driver.join();
+
+    // Vega.
+    let vega = crate::server::TestServer::start();
+    crate::mqtt::mqtt_asset(
+        &vega,
+        broker.port(),
+        "bench",
+        "mqtt",
+        json!({ "topic": "bench/vega/#" }),
+    );
+    crate::mqtt::wait_until("the consumer", Duration::from_secs(30), || {
+        vega.get("/health")
+            .text
+            .contains("\"connection:broker-bench-mqtt\",\"status\":\"healthy\"")
+    });
+    let started = Instant::now();
+    for i in 0..messages {
+        publisher.publish("bench/vega/t", payload(i));
+    }
+    let count = |sql: &str| -> u64 {
+        let r = vega.post("/api/v1/query", &json!({ "sql": sql }));
+        if r.status != 200 {
+            return 0;
+        }
+        r.json()["rows"][0][0].as_u64().unwrap_or(0)
+    };
+    while count("SELECT count(*) FROM bench.mqtt") < messages {
+        assert!(started.elapsed() < Duration::from_secs(900));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let through_vega = started.elapsed();
+    assert_eq!(
+        count("SELECT count(DISTINCT id) FROM bench.mqtt"),
+        messages,
+        "no loss"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM bench.mqtt"),
+        messages,
+        "no duplicates"
+    );
+    let rate = |d: Duration| messages as f64 / d.as_secs_f64();
+    println!("\n| path | messages | time | messages/s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| Mosquitto → subscriber acking on receipt (baseline) | {messages} | {:.2} s | {:.0} |",
+        baseline.as_secs_f64(),
+        rate(baseline)
+    );
+    println!(
+        "| Mosquitto → Vega, acked after fsync, queryable | {messages} | {:.2} s | {:.0} |",
+        through_vega.as_secs_f64(),
+        rate(through_vega)
+    );
+    println!(
+        "ratio (Vega ÷ baseline): {:.2}",
+        rate(through_vega) / rate(baseline)
+    );
+}
