@@ -119,9 +119,11 @@ fn service(f: &Fixture, failpoint: Option<Failpoint>) -> (Arc<SyncService>, Arc<
 
 async fn run(svc: &Arc<SyncService>, f: &Fixture) -> Job {
     let job = svc.start(&f.asset.id, SyncMode::Full).await.unwrap();
-    for _ in 0..2000 {
+    // Only the job's own state says it ended: the running-jobs count may
+    // still be zero before the spawned job has started.
+    for _ in 0..6000 {
         let j = f.catalog.get_job(&job.id).await.unwrap();
-        if j.state.is_finished() || svc.running_jobs() == 0 {
+        if j.state.is_finished() {
             return j;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
