@@ -163,6 +163,8 @@ pub struct Config {
     pub ops: OpsConfig,
     /// Authentication.
     pub auth: AuthConfig,
+    /// The catalog database.
+    pub catalog: CatalogConfig,
     /// The query engine.
     pub query: QueryConfig,
     /// Background sync jobs.
@@ -185,6 +187,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             ops: OpsConfig::default(),
             auth: AuthConfig::default(),
+            catalog: CatalogConfig::default(),
             query: QueryConfig::default(),
             sync: SyncConfig::default(),
             ingest: IngestConfig::default(),
@@ -261,6 +264,17 @@ impl Default for OpsConfig {
             listen: DEFAULT_OPS_LISTEN,
         }
     }
+}
+
+/// Where the catalog (metadata: connections, assets, versions, jobs) lives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// `postgres://user:password@host:port/database` to keep the catalog in
+    /// PostgreSQL (shared by every node of a cluster). Unset: the embedded
+    /// SQLite file `<data_dir>/catalog.db`. Never printed (it may hold a
+    /// password).
+    pub url: Option<Secret>,
 }
 
 /// Authentication.

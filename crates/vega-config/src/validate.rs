@@ -125,6 +125,17 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
         );
     }
 
+    if let Some(url) = &config.catalog.url {
+        let url = url.expose();
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+        if !matches!(scheme, "postgres" | "postgresql") {
+            f.add(
+                "catalog.url",
+                "must be a PostgreSQL URL, postgres://user:password@host:port/database \
+                 (leave it unset for the embedded SQLite catalog in data_dir)",
+            );
+        }
+    }
     if let Some(key) = &config.auth.bootstrap_admin_key {
         let key = key.expose();
         if key == REDACTED {

@@ -745,3 +745,20 @@ fn ingest_settings_load_from_file_and_env_and_bad_ones_name_their_key() {
         "{errors}"
     );
 }
+
+#[test]
+fn the_catalog_url_must_be_postgres_and_is_never_printed() {
+    let (_dir, result) = load_text(
+        "catalog:\n  url: postgres://vega:s3cret@db:5432/vega\n",
+        &[],
+    );
+    let config = expect_config(result);
+    assert_eq!(
+        config.catalog.url.as_ref().unwrap().expose(),
+        "postgres://vega:s3cret@db:5432/vega"
+    );
+    assert!(!format!("{config:?}").contains("s3cret"));
+    let (_dir, result) = load_text("", &[("VEGA_CATALOG__URL", "mysql://db/vega")]);
+    let errors = expect_errors(result);
+    assert_eq!(paths(&errors), ["catalog.url"], "{errors}");
+}

@@ -37,6 +37,9 @@ use crate::codec::{self, DedupKey};
 use crate::error::IngestError;
 use crate::schema::{conform, point_bytes, AssetSchema};
 
+/// The file (in the log directory) holding delivery keys of removed records.
+const RECENT_FILE: &str = "delivery-keys";
+
 /// The connection that line-protocol assets belong to, created on first use.
 pub const LINE_PROTOCOL_CONNECTION: &str = "line-protocol";
 
@@ -219,6 +222,7 @@ impl IngestService {
             pressure: std::sync::atomic::AtomicBool::new(false),
             last_flush_error: Mutex::new(None),
         });
+        service.load_recent()?;
         service.replay(records).await?;
         Ok(service)
     }
@@ -775,6 +779,58 @@ impl IngestService {
         Ok(version)
     }
 
+    /// Where the delivery keys of records no longer in the log are kept.
+    fn recent_path(&self) -> std::path::PathBuf {
+        self.options.wal_dir.join(RECENT_FILE)
+    }
+
+    /// Loads the delivery keys saved before log files were removed.
+    fn load_recent(&self) -> Result<(), IngestError> {
+        let bytes = match std::fs::read(self.recent_path()) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(IngestError::Internal(format!(
+                    "reading {}: {e}",
+                    self.recent_path().display()
+                )))
+            }
+        };
+        let mut recent = lock(&self.recent);
+        for pair in bytes.chunks_exact(16) {
+            let session = u64::from_le_bytes(pair[..8].try_into().unwrap_or_default());
+            let content = u64::from_le_bytes(pair[8..].try_into().unwrap_or_default());
+            recent.insert(session, content);
+        }
+        Ok(())
+    }
+
+    /// Saves every known delivery key (a few MiB at most: one per client
+    /// and packet id), durably, before log files that hold some of them are
+    /// removed; a redelivery after a restart is then still recognised.
+    fn save_recent(&self) -> Result<(), IngestError> {
+        let bytes: Vec<u8> = lock(&self.recent)
+            .iter()
+            .flat_map(|(s, c)| s.to_le_bytes().into_iter().chain(c.to_le_bytes()))
+            .collect();
+        let path = self.recent_path();
+        let tmp = path.with_extension("tmp");
+        let io = |what: &str, e: std::io::Error| {
+            IngestError::Unavailable(format!("{what} {}: {e}", tmp.display()))
+        };
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+            f.write_all(&bytes).map_err(|e| io("writing", e))?;
+            f.sync_all().map_err(|e| io("syncing", e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
+        if let Ok(dir) = std::fs::File::open(&self.options.wal_dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
     /// Removes log files every asset has flushed past.
     async fn truncate_wal(&self) -> Result<(), IngestError> {
         let durable = self.wal.stats().durable_seq;
@@ -789,6 +845,9 @@ impl IngestService {
         }
         if safe == 0 {
             return Ok(());
+        }
+        if !lock(&self.recent).is_empty() {
+            self.save_recent()?;
         }
         let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || wal.truncate_through(safe))

@@ -233,3 +233,35 @@ async fn a_redelivered_message_is_stored_once() {
     assert_eq!(live.live_rows(), 1);
     assert_eq!(ingest.stats().buffer_rows, 2);
 }
+
+#[tokio::test]
+async fn a_redelivery_is_recognised_after_its_record_left_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(
+        SqlCatalog::open_sqlite(&dir.path().join("catalog.db"))
+            .await
+            .unwrap(),
+    );
+    let (ingest, _) = open(dir.path(), catalog.clone()).await;
+    let asset = ingest.line_protocol_asset("plant", "k").await.unwrap();
+    let key = crate::DedupKey {
+        session: 11,
+        content: 12,
+    };
+    ingest
+        .write(&asset, points(0, 1), Some(key), false)
+        .await
+        .unwrap();
+    // Flushed, and the log file that held the record is gone.
+    ingest.flush_due(true).await;
+    assert_eq!(ingest.stats().wal_bytes, 0);
+    ingest.close().await.unwrap();
+    drop(ingest);
+    let (ingest, _) = open(dir.path(), catalog.clone()).await;
+    let again = ingest
+        .write(&asset, points(0, 1), Some(key), true)
+        .await
+        .unwrap();
+    assert!(again.duplicate, "the key survived the log truncation");
+    assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 1);
+}

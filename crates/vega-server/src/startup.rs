@@ -110,8 +110,14 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             source,
         })?;
 
-    let catalog: Arc<dyn Catalog> =
-        Arc::new(SqlCatalog::open_sqlite(&data_dir.join("catalog.db")).await?);
+    let catalog: Arc<dyn Catalog> = match &config.catalog.url {
+        Some(url) => {
+            let catalog = SqlCatalog::connect(url.expose()).await?;
+            tracing::info!("catalog: PostgreSQL");
+            Arc::new(catalog)
+        }
+        None => Arc::new(SqlCatalog::open_sqlite(&data_dir.join("catalog.db")).await?),
+    };
 
     // Authentication before anything listens.
     let bootstrap = config

@@ -431,3 +431,50 @@ fn random_password() -> String {
     }
     out
 }
+
+/// One server shared by every test of a test process, for suites that need
+/// many databases (each test makes its own with [`SharedPostgres::database`]).
+/// Started on first use and stopped when the process exits.
+pub struct SharedPostgres;
+
+static SHARED: std::sync::OnceLock<std::sync::Mutex<TestPostgres>> = std::sync::OnceLock::new();
+static NEXT_DATABASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+extern "C" fn stop_shared() {
+    if let Some(server) = SHARED.get() {
+        if let Ok(mut pg) = server.lock() {
+            pg.stop();
+            let _ = std::fs::remove_dir_all(pg.dir());
+        }
+    }
+}
+
+impl SharedPostgres {
+    fn server() -> &'static std::sync::Mutex<TestPostgres> {
+        SHARED.get_or_init(|| {
+            let pg = TestPostgres::start();
+            // SAFETY: registering a plain `extern "C"` function with no
+            // arguments; it only touches the static above.
+            unsafe {
+                libc::atexit(stop_shared);
+            }
+            std::sync::Mutex::new(pg)
+        })
+    }
+
+    /// Creates a fresh, empty database and returns its URL.
+    pub fn database() -> String {
+        let server = Self::server().lock().unwrap_or_else(|e| e.into_inner());
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT_DATABASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        server.execute(&format!("CREATE DATABASE {name}"));
+        format!(
+            "postgres://{USER}:{}@127.0.0.1:{}/{name}",
+            server.password(),
+            server.port()
+        )
+    }
+}

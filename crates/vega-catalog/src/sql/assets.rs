@@ -77,6 +77,7 @@ pub(super) async fn load(tx: &mut Transaction<'static, Any>, id: &Id) -> Result<
 }
 
 /// Fails with `NotFound` unless the asset exists.
+/// Fails with NotFound unless the asset exists (in a reading transaction).
 pub(super) async fn ensure_exists(tx: &mut Transaction<'static, Any>, id: &Id) -> Result<()> {
     let row = sqlx::query("SELECT id FROM assets WHERE id = $1")
         .bind(id.as_str())
@@ -87,6 +88,23 @@ pub(super) async fn ensure_exists(tx: &mut Transaction<'static, Any>, id: &Id) -
         Some(_) => Ok(()),
         None => Err(not_found(id.as_str())),
     }
+}
+
+/// In a writing transaction: fails with NotFound unless the asset exists.
+/// A no-op update, so that on PostgreSQL it also locks the asset's row until
+/// the transaction ends: writers of one asset's versions (which number them
+/// `highest + 1`) run one after the other, as SQLite's write lock makes
+/// them anyway.
+pub(super) async fn lock_existing(tx: &mut Transaction<'static, Any>, id: &Id) -> Result<()> {
+    let locked = sqlx::query("UPDATE assets SET id = id WHERE id = $1")
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(db("reading an asset"))?;
+    if locked.rows_affected() == 0 {
+        return Err(not_found(id.as_str()));
+    }
+    Ok(())
 }
 
 pub(super) async fn create(
@@ -254,7 +272,7 @@ pub(super) async fn update(
 
 pub(super) async fn delete(catalog: &SqlCatalog, id: &Id) -> Result<()> {
     let mut w = catalog.write_tx("deleting an asset").await?;
-    ensure_exists(&mut w.tx, id).await?;
+    lock_existing(&mut w.tx, id).await?;
     for (sql, action) in [
         (
             "UPDATE jobs SET asset_id = NULL WHERE asset_id = $1",

@@ -130,7 +130,7 @@ pub(super) async fn start(
     };
     let mut w = catalog.write_tx(action).await?;
     if let Some(asset_id) = asset_id {
-        assets::ensure_exists(&mut w.tx, asset_id).await?;
+        assets::lock_existing(&mut w.tx, asset_id).await?;
         if let Some(existing) = find_active(&mut w.tx, kind, asset_id).await? {
             return Err(already_active(&existing));
         }

@@ -61,9 +61,31 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
      applied_at TEXT NOT NULL)";
 
 /// Applies every missing migration; a no-op on an up-to-date database.
+/// The advisory lock that serializes migrations of nodes sharing one
+/// PostgreSQL catalog (an arbitrary constant: "vega" in ASCII).
+const POSTGRES_MIGRATION_LOCK: i64 = 0x7665_6761;
+
+/// On PostgreSQL, waits for the migration lock; it is released with the
+/// transaction. SQLite needs nothing: its write transactions are serial.
+async fn lock_migrations(
+    catalog: &SqlCatalog,
+    conn: &mut sqlx::AnyConnection,
+) -> std::result::Result<(), sqlx::Error> {
+    if catalog.backend() == super::Backend::Postgres {
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
+            .bind(POSTGRES_MIGRATION_LOCK)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn run(catalog: &SqlCatalog) -> Result<()> {
     {
         let mut w = catalog.write_tx("creating schema_migrations").await?;
+        lock_migrations(catalog, &mut w.tx)
+            .await
+            .map_err(db("locking the catalog migrations"))?;
         sqlx::query(CREATE_TABLE)
             .execute(&mut *w.tx)
             .await
@@ -110,6 +132,7 @@ async fn apply(catalog: &SqlCatalog, migration: &Migration) -> Result<()> {
         message: format!("{}: {e}", migration.name),
     };
     let mut w = catalog.write_tx("applying a catalog migration").await?;
+    lock_migrations(catalog, &mut w.tx).await.map_err(failed)?;
     let already = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
         .bind(migration.version)
         .fetch_optional(&mut *w.tx)

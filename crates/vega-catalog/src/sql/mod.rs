@@ -51,6 +51,8 @@ pub use migrate::{AppliedMigration, Migration, MIGRATIONS};
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in the SQLite pool; reads run concurrently on them.
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
+/// Connections in the PostgreSQL pool of one node.
+const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 /// How long a caller waits for a free pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -143,12 +145,7 @@ impl SqlCatalog {
                 })?;
                 Self::open_sqlite(options.get_filename()).await
             }
-            "postgres" | "postgresql" => Err(CatalogError::Database {
-                action: "connecting to the catalog",
-                source: sqlx::Error::Configuration(
-                    "PostgreSQL catalog is not supported yet".into(),
-                ),
-            }),
+            "postgres" | "postgresql" => Self::open_postgres_url(url).await,
             other => Err(CatalogError::Database {
                 action: "parsing the catalog URL",
                 source: sqlx::Error::Configuration(
@@ -191,6 +188,32 @@ impl SqlCatalog {
             pool,
             backend: Backend::Sqlite,
             write_lock: Some(Mutex::new(())),
+        };
+        migrate::run(&catalog).await?;
+        Ok(catalog)
+    }
+
+    /// Connects to a PostgreSQL catalog (`postgres://user@host:port/db?…`)
+    /// and applies missing migrations. Many nodes may share it: migrations
+    /// are serialized by an advisory lock, and PostgreSQL's own locking
+    /// replaces SQLite's in-process write lock.
+    async fn open_postgres_url(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let any_options = AnyConnectOptions::from_str(url).map_err(|e| CatalogError::Database {
+            action: "parsing the catalog URL",
+            source: e,
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(POSTGRES_MAX_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(any_options)
+            .await
+            .map_err(codec::db("connecting to the PostgreSQL catalog"))?;
+        let catalog = SqlCatalog {
+            pool,
+            backend: Backend::Postgres,
+            write_lock: None,
         };
         migrate::run(&catalog).await?;
         Ok(catalog)

@@ -99,7 +99,7 @@ pub(super) async fn publish_with_watermark(
 ) -> Result<Version> {
     let action = "publishing a version";
     let mut w = catalog.write_tx(action).await?;
-    assets::ensure_exists(&mut w.tx, asset_id).await?;
+    assets::lock_existing(&mut w.tx, asset_id).await?;
     let version = publish_in(&mut w.tx, asset_id, manifest, job_id, now, action).await?;
     if let Some(watermark) = watermark {
         sqlx::query("UPDATE assets SET watermark_json = $2 WHERE id = $1")
@@ -365,6 +365,7 @@ pub(super) async fn set_active(
 ) -> Result<Asset> {
     let action = "setting the active version";
     let mut w = catalog.write_tx(action).await?;
+    assets::lock_existing(&mut w.tx, asset_id).await?;
     let mut asset = assets::load(&mut w.tx, asset_id).await?;
     let exists = sqlx::query("SELECT number FROM versions WHERE asset_id = $1 AND number = $2")
         .bind(asset_id.as_str())

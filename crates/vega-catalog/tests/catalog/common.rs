@@ -11,32 +11,61 @@ use vega_core::{
     SyncMode,
 };
 
-/// A catalog file in a temporary directory that lives as long as this.
+/// Whether this run tests the PostgreSQL backend (`VEGA_TEST_CATALOG=postgres`)
+/// instead of the embedded SQLite one. Every test runs on both; the few
+/// that look at SQLite files directly return early on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("VEGA_TEST_CATALOG").as_deref() == Ok("postgres")
+}
+
+/// A catalog that lives as long as this: a file in a temporary directory,
+/// or a fresh database on the shared test PostgreSQL server.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub catalog: SqlCatalog,
+    /// The PostgreSQL database's URL, on that backend.
+    pub url: Option<String>,
 }
 
 impl Fixture {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        if on_postgres() {
+            let url = vega_testkit::postgres::SharedPostgres::database();
+            let catalog = SqlCatalog::connect(&url).await.unwrap();
+            return Fixture {
+                dir,
+                catalog,
+                url: Some(url),
+            };
+        }
         let catalog = SqlCatalog::open_sqlite(&dir.path().join("catalog.db"))
             .await
             .unwrap();
-        Fixture { dir, catalog }
+        Fixture {
+            dir,
+            catalog,
+            url: None,
+        }
     }
 
+    /// The SQLite file (SQLite runs only).
     pub fn path(&self) -> PathBuf {
+        assert!(self.url.is_none(), "a SQLite-only test ran on PostgreSQL");
         self.dir.path().join("catalog.db")
     }
 
-    /// Closes the catalog and opens the same file again.
+    /// Closes the catalog and opens the same database again.
     pub async fn reopen(self) -> Self {
         self.catalog.close().await;
-        let catalog = SqlCatalog::open_sqlite(&self.path()).await.unwrap();
+        let catalog = match &self.url {
+            Some(url) => SqlCatalog::connect(url).await.unwrap(),
+            None => SqlCatalog::open_sqlite(&self.path()).await.unwrap(),
+        };
         Fixture {
             dir: self.dir,
             catalog,
+            url: self.url,
         }
     }
 

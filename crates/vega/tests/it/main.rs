@@ -5,6 +5,7 @@
 mod api;
 mod auth;
 mod bench;
+mod catalog_postgres;
 mod cli;
 mod crash;
 mod incremental;
