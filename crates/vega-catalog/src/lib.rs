@@ -3,9 +3,9 @@
 //!
 //! [`Catalog`] is the seam. [`SqlCatalog`] implements it on sqlx's `Any`
 //! driver: the embedded backend is a SQLite file in the data directory
-//! ([`SqlCatalog::open_sqlite`]); PostgreSQL will run the same code and the
-//! same migrations (`migrations/`), which are written in SQL that both
-//! databases accept. Ids are prefixed text (`con_…`), times are
+//! ([`SqlCatalog::open_sqlite`]); PostgreSQL ([`SqlCatalog::connect`] with a
+//! `postgres://` URL) runs the same code and the same migrations
+//! (`migrations/`), which are written in SQL that both databases accept. Ids are prefixed text (`con_…`), times are
 //! UTC RFC 3339 text with millisecond precision, JSON is stored as text.
 //!
 //! The catalog never calls DuckDB, never touches segment files, knows no HTTP.

@@ -1,6 +1,6 @@
 //! [`SqlCatalog`]: the [`Catalog`] on a SQL database through sqlx's `Any`
-//! driver, so one body of code serves SQLite (the embedded default) and,
-//! later, PostgreSQL.
+//! driver, so one body of code serves SQLite (the embedded default) and
+//! PostgreSQL (shared by the nodes of a cluster).
 //!
 //! Every query is portable SQL with numbered placeholders (`$1`, `$2`, …),
 //! which both drivers bind by number. The resource files next to this one
