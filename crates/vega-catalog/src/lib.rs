@@ -16,8 +16,8 @@ pub mod sql;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use vega_core::{
-    ApiKey, Asset, AssetChecks, Connection, Id, Job, JobKind, JobState, Manifest, NewAsset,
-    NewConnection, Role, Segment, Version,
+    ApiKey, Asset, AssetChecks, Connection, Id, Job, JobKind, JobState, Lease, Manifest, NewAsset,
+    NewConnection, NodeInfo, Role, Segment, Version,
 };
 
 pub use error::CatalogError;
@@ -218,4 +218,35 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn find_api_key_by_hash(&self, secret_hash: &str) -> Result<Option<ApiKey>>;
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
     async fn delete_api_key(&self, id: &Id) -> Result<()>;
+
+    // --- cluster -----------------------------------------------------------
+
+    /// Records (inserting or updating) a node and its heartbeat time.
+    async fn heartbeat_node(&self, node: &NodeInfo) -> Result<()>;
+    /// Every node that has sent a heartbeat, ordered by name.
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>>;
+    /// Removes a node and gives up its leases (a clean shutdown).
+    async fn remove_node(&self, id: &Id) -> Result<()>;
+    /// Takes, renews or takes over the lease `name` for `holder` until
+    /// `now + ttl`. `None` when another node holds it, unexpired. A lease
+    /// that changes hands gets the next fencing token; a renewal keeps it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &Id,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>>;
+    /// Gives up `name` if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &Id, now: DateTime<Utc>) -> Result<()>;
+    /// Every lease, ordered by name.
+    async fn list_leases(&self) -> Result<Vec<Lease>>;
+    /// The fencing check: whether `holder` still holds `name` under `token`.
+    async fn holds_lease(
+        &self,
+        name: &str,
+        holder: &Id,
+        token: u64,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 }

@@ -165,6 +165,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The catalog database.
     pub catalog: CatalogConfig,
+    /// Nodes and leases.
+    pub cluster: ClusterConfig,
     /// The query engine.
     pub query: QueryConfig,
     /// Background sync jobs.
@@ -188,6 +190,7 @@ impl Default for Config {
             ops: OpsConfig::default(),
             auth: AuthConfig::default(),
             catalog: CatalogConfig::default(),
+            cluster: ClusterConfig::default(),
             query: QueryConfig::default(),
             sync: SyncConfig::default(),
             ingest: IngestConfig::default(),
@@ -262,6 +265,26 @@ impl Default for OpsConfig {
     fn default() -> Self {
         OpsConfig {
             listen: DEFAULT_OPS_LISTEN,
+        }
+    }
+}
+
+/// Cluster coordination through the catalog (nodes and leases).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How often this node records its heartbeat and renews its leases.
+    pub heartbeat_interval: HumanDuration,
+    /// How long a lease lasts without renewal: another node takes over the
+    /// work of a node whose heartbeat stopped within this time.
+    pub lease_ttl: HumanDuration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            heartbeat_interval: HumanDuration::from_secs(2),
+            lease_ttl: HumanDuration::from_secs(10),
         }
     }
 }

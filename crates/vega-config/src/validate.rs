@@ -125,6 +125,22 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
         );
     }
 
+    let c = &config.cluster;
+    f.not_zero(
+        "cluster.heartbeat_interval",
+        c.heartbeat_interval.is_zero(),
+        "the node would beat without pause",
+    );
+    if c.lease_ttl <= c.heartbeat_interval {
+        f.add_related(
+            "cluster.lease_ttl",
+            "cluster.heartbeat_interval",
+            format!(
+                "{} must be longer than cluster.heartbeat_interval ({}), or leases expire between renewals",
+                c.lease_ttl, c.heartbeat_interval
+            ),
+        );
+    }
     if let Some(url) = &config.catalog.url {
         let url = url.expose();
         let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");

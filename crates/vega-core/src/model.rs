@@ -457,3 +457,28 @@ mod tests {
         assert_eq!(m.bytes(), 15);
     }
 }
+
+/// A node of the cluster as the catalog knows it (its latest heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: Id,
+    pub name: String,
+    /// What the node does: `api`, `ingest`, `sync`, ...
+    pub roles: Vec<String>,
+    pub version: String,
+    /// Where its API answers, if it says.
+    pub api_url: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+/// A named lease held by one node until it expires. `token` (the fencing
+/// token) grows each time the lease changes hands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub name: String,
+    pub holder: Id,
+    pub token: u64,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}

@@ -6,6 +6,7 @@
 //! Only this crate knows HTTP.
 
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod ingest;

@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{assets, connections, health, jobs, keys, query, write};
+use crate::routes::{assets, cluster, connections, health, jobs, keys, query, write};
 use crate::state::AppState;
 use crate::{auth, telemetry};
 
@@ -23,6 +23,7 @@ use crate::{auth, telemetry};
         (name = "jobs", description = "Background work"),
         (name = "keys", description = "API keys"),
         (name = "write", description = "Line-protocol ingest (InfluxDB-compatible)"),
+        (name = "cluster", description = "Nodes and leases"),
         (name = "health", description = "Health and metrics"),
     )
 )]
@@ -62,6 +63,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::delete_key))
         .routes(routes!(write::write_v2))
         .routes(routes!(write::write_v1))
+        .routes(routes!(cluster::list_nodes))
 }
 
 fn health_routes() -> OpenApiRouter<AppState> {

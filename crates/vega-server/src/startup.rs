@@ -85,6 +85,8 @@ pub struct RunningServer {
     scheduler_task: JoinHandle<()>,
     stop_flusher: watch::Sender<bool>,
     flusher_task: JoinHandle<()>,
+    stop_cluster: watch::Sender<bool>,
+    cluster_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
     ops_task: JoinHandle<std::io::Result<()>>,
     grace: Duration,
@@ -233,9 +235,28 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         clock: clock.clone(),
     }));
 
+    let node_id = Id::generate(IdKind::Node);
+    let cluster = Arc::new(crate::cluster::NodeAgent {
+        catalog: catalog.clone(),
+        clock: clock.clone(),
+        node: std::sync::Mutex::new(vega_core::NodeInfo {
+            id: node_id.clone(),
+            name: config.node.display_name().to_string(),
+            roles: vec!["api".into(), "ingest".into(), "sync".into()],
+            version: vega_core::VERSION.to_string(),
+            api_url: None,
+            started_at: clock.now(),
+            heartbeat_at: clock.now(),
+        }),
+        heartbeat_interval: config.cluster.heartbeat_interval.into(),
+        lease_ttl: config.cluster.lease_ttl.into(),
+        leader: Arc::new(AtomicBool::new(false)),
+        scheduler_lease: std::sync::Mutex::new(None),
+    });
     let state = AppState {
         inner: Arc::new(Inner {
-            node_id: Id::generate(IdKind::Node),
+            node_id,
+            cluster: cluster.clone(),
             node_name: config.node.display_name().to_string(),
             started: Instant::now(),
             catalog: catalog.clone(),
@@ -311,6 +332,15 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             .await
     });
 
+    cluster
+        .node
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .api_url = Some(format!("http://{api_addr}"));
+    // One beat before the scheduler starts: a single node leads at once.
+    cluster.beat().await;
+    let (stop_cluster, cluster_rx) = watch::channel(false);
+    let cluster_task = cluster.clone().spawn(cluster_rx);
     state.mqtt.start_all().await;
     let (stop_flusher, flusher_rx) = watch::channel(false);
     let flusher_task = tokio::spawn(ingest.clone().run_flusher(wait_for(flusher_rx)));
@@ -322,6 +352,7 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         tick: config.sync.scheduler_tick.into(),
         retention_interval: config.sync.retention_interval.into(),
         last_retention: Default::default(),
+        leader: Some(cluster.leader.clone()),
     }
     .spawn(scheduler_rx);
     // Interrupted jobs run again, now that views are registered.
@@ -340,6 +371,8 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         scheduler_task,
         stop_flusher,
         flusher_task,
+        stop_cluster,
+        cluster_task,
         api_task,
         ops_task,
         grace: config.shutdown.grace_period.into(),
@@ -417,6 +450,9 @@ impl RunningServer {
         if let Err(e) = self.state.ingest.close().await {
             tracing::warn!(error = %e, "closing the write-ahead log");
         }
+        // Leave the cluster: leases given up, so another node takes over now.
+        let _ = self.stop_cluster.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.cluster_task).await;
         let _ = self.stop_ops.send(true);
         let mut ops_task = self.ops_task;
         if tokio::time::timeout(Duration::from_secs(2), &mut ops_task)

@@ -47,6 +47,8 @@ pub struct Inner {
     pub sync: Arc<SyncService>,
     pub ingest: Arc<vega_ingest::IngestService>,
     pub mqtt: Arc<crate::mqtt::MqttStreams>,
+    /// This node's heartbeat and leases.
+    pub cluster: Arc<crate::cluster::NodeAgent>,
     pub ingest_limits: IngestLimits,
     pub store: Arc<SegmentStore>,
     pub connectors: Arc<ConnectorRegistry>,

@@ -26,6 +26,9 @@ pub struct Scheduler {
     /// When this process last started retention of each asset.
     pub last_retention:
         std::sync::Mutex<std::collections::HashMap<Id, chrono::DateTime<chrono::Utc>>>,
+    /// Whether this node may schedule now (it holds the scheduler lease, in
+    /// a cluster). `None`: always (a single node).
+    pub leader: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Scheduler {
@@ -35,6 +38,17 @@ impl Scheduler {
             loop {
                 if *stop.borrow() {
                     return;
+                }
+                let leading = self
+                    .leader
+                    .as_ref()
+                    .is_none_or(|l| l.load(std::sync::atomic::Ordering::SeqCst));
+                if !leading {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.tick) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
                 }
                 if let Err(e) = self.tick_once().await {
                     tracing::warn!(error = %e, "scheduler tick failed; trying again next tick");

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "retention",
         sql: include_str!("../../migrations/0003_retention.sql"),
     },
+    Migration {
+        version: 4,
+        name: "cluster",
+        sql: include_str!("../../migrations/0004_cluster.sql"),
+    },
 ];
 
 /// A migration recorded in `schema_migrations`.

@@ -18,6 +18,7 @@
 
 mod api_keys;
 mod assets;
+mod cluster;
 mod codec;
 mod connections;
 mod jobs;
@@ -36,8 +37,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 use vega_core::{
-    ApiKey, Asset, Connection, Id, Job, JobKind, JobState, Manifest, NewAsset, NewConnection, Role,
-    Segment, Version,
+    ApiKey, Asset, Connection, Id, Job, JobKind, JobState, Lease, Manifest, NewAsset,
+    NewConnection, NodeInfo, Role, Segment, Version,
 };
 
 use crate::{
@@ -468,6 +469,50 @@ impl Catalog for SqlCatalog {
 
     async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, u64)>> {
         jobs::count_by_state(self).await
+    }
+
+    async fn heartbeat_node(&self, node: &NodeInfo) -> Result<()> {
+        let mut node = node.clone();
+        node.started_at = ms(node.started_at);
+        node.heartbeat_at = ms(node.heartbeat_at);
+        cluster::heartbeat(self, &node).await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
+        cluster::list_nodes(self).await
+    }
+
+    async fn remove_node(&self, id: &Id) -> Result<()> {
+        cluster::remove_node(self, id).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &Id,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>> {
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        cluster::acquire(self, name, holder, ttl, ms(now)).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &Id, now: DateTime<Utc>) -> Result<()> {
+        cluster::release(self, name, holder, ms(now)).await
+    }
+
+    async fn list_leases(&self) -> Result<Vec<Lease>> {
+        cluster::list_leases(self).await
+    }
+
+    async fn holds_lease(
+        &self,
+        name: &str,
+        holder: &Id,
+        token: u64,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        cluster::holds(self, name, holder, token, ms(now)).await
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>> {

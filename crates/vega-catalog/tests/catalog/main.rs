@@ -1,8 +1,10 @@
-//! Tests of `SqlCatalog` on real SQLite files in temporary directories, one
+//! Tests of `SqlCatalog` on real SQLite files in temporary directories (or
+//! real PostgreSQL databases with `VEGA_TEST_CATALOG=postgres`), one
 //! file per resource; one behaviour per test.
 
 mod api_keys;
 mod assets;
+mod cluster;
 mod common;
 mod connections;
 mod corrupt;

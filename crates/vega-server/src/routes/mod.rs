@@ -3,6 +3,7 @@
 //! cannot exist without its OpenAPI entry.
 
 pub mod assets;
+pub mod cluster;
 pub mod connections;
 pub mod health;
 pub mod jobs;

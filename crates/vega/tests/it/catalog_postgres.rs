@@ -92,3 +92,60 @@ fn an_unreachable_postgres_catalog_stops_the_start_with_a_clear_error() {
     assert!(text.contains("PostgreSQL catalog"), "{text}");
     assert!(!text.contains("hunter2-secret"), "{text}");
 }
+
+/// Two nodes on one catalog: both are listed with their heartbeats; one
+/// holds the scheduler lease; when it is killed, the other takes the lease
+/// over within the lease TTL, with the next fencing token.
+#[test]
+fn the_scheduler_lease_moves_to_a_survivor_within_the_ttl() {
+    let pg = TestPostgres::start();
+    let node = |name: &str| {
+        Options {
+        extra_yaml: format!(
+            "node:\n  name: {name}\ncatalog:\n  url: \"{}\"\ncluster:\n  heartbeat_interval: 300ms\n  lease_ttl: 1500ms\n",
+            pg.url()
+        ),
+        ..Options::default()
+    }
+    };
+    let mut a = TestServer::start_with(node("node-a"));
+    let b = TestServer::start_with(node("node-b"));
+    let nodes = b.get("/api/v1/cluster/nodes").json();
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["node-a", "node-b"], "{nodes}");
+    assert_eq!(nodes[1]["this_node"], true);
+    assert_eq!(
+        nodes[0]["leases"][0]["name"], "scheduler",
+        "the first node leads: {nodes}"
+    );
+    assert_eq!(nodes[0]["leases"][0]["token"], 1);
+    assert!(nodes[1]["leases"].as_array().unwrap().is_empty());
+
+    a.kill9();
+    let killed_at = Instant::now();
+    loop {
+        let nodes = b.get("/api/v1/cluster/nodes").json();
+        let lease = nodes[1]["leases"].as_array().unwrap().first().cloned();
+        if let Some(lease) = lease {
+            assert_eq!(lease["name"], "scheduler");
+            assert_eq!(lease["token"], 2, "the next fencing token");
+            assert!(
+                nodes[0]["heartbeat_age_seconds"].as_f64().unwrap() > 1.0,
+                "{nodes}"
+            );
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "no takeover: {nodes}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = killed_at.elapsed();
+    eprintln!("scheduler lease taken over {took:?} after the leader was killed (TTL 1.5 s)");
+}
