@@ -14,6 +14,12 @@ pub enum CatalogError {
         message: String,
         existing: Option<String>,
     },
+    /// Work done under a lease that is no longer held (the fencing check):
+    /// a job's result after its lease expired or another node took it over,
+    /// or a flush by a node that lost its log's lease. `what` names the job
+    /// or the lease.
+    #[error("fenced: {message}")]
+    Fenced { what: String, message: String },
     /// Stored data that does not decode (a bug or a hand-edited catalog).
     #[error("corrupt catalog row in {table}: {message}")]
     Corrupt {
@@ -36,7 +42,7 @@ impl Classify for CatalogError {
     fn class(&self) -> ErrorClass {
         match self {
             CatalogError::NotFound { .. } => ErrorClass::NotFound,
-            CatalogError::Conflict { .. } => ErrorClass::Conflict,
+            CatalogError::Conflict { .. } | CatalogError::Fenced { .. } => ErrorClass::Conflict,
             CatalogError::Corrupt { .. } | CatalogError::Migration { .. } => ErrorClass::Internal,
             CatalogError::Database { source, .. } => match source {
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {

@@ -21,7 +21,9 @@ use vega_core::{
 };
 
 pub use error::CatalogError;
-pub use sql::{AppliedMigration, Backend, Migration, SqlCatalog, MIGRATIONS};
+pub use sql::{
+    merge_stream_watermark, AppliedMigration, Backend, Migration, SqlCatalog, MIGRATIONS,
+};
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
@@ -68,6 +70,45 @@ pub enum JobOutcome {
     Succeeded { result_version: Option<u32> },
     Failed { error: String },
     Cancelled { reason: String },
+}
+
+/// A lease that work must still hold when its result is committed: the
+/// fencing check, made in the committing transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseFence {
+    pub name: String,
+    pub holder: Id,
+    pub token: u64,
+}
+
+/// Rows of a stream asset flushed from a write-ahead log
+/// ([`Catalog::flush_stream`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamFlush {
+    /// The log the rows came from: `None` for the node's embedded log
+    /// (stored as `watermark.wal_seq`), `Some(node id)` for a node's log in
+    /// shared storage (`watermark.wals.<id>`), so that nodes writing one
+    /// asset keep separate watermarks.
+    pub wal: Option<String>,
+    /// Every record of that log up to this sequence number is flushed.
+    pub through_seq: u64,
+    /// The schema of the rows (the active version's, or a wider one when
+    /// the rows bring new columns).
+    pub schema: serde_json::Value,
+    pub segments: Vec<Segment>,
+    /// The lease the flushing node must hold (its log's), if any.
+    pub lease: Option<LeaseFence>,
+}
+
+/// What claiming an orphaned job (its node stopped renewing its lease) did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimedJob {
+    /// It had not published its result: failed as interrupted; the claimer
+    /// runs it again as a new job.
+    Interrupted(Job),
+    /// Its node published the result before it stopped: recorded as
+    /// succeeded; nothing runs again.
+    Completed(Job),
 }
 
 /// The metadata store. Every method is one transaction; methods that change
@@ -153,6 +194,18 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         job_id: Option<&Id>,
         now: DateTime<Utc>,
     ) -> Result<Version>;
+    /// Commits a flush of streamed rows in one transaction: checks the
+    /// flush's lease (`Fenced` when it is no longer held), appends the
+    /// segments to the active version — or publishes a new version with the
+    /// active one's segments and these under `flush.schema` when it differs
+    /// (new columns), or these alone when no version is active — and
+    /// merges the log's flushed sequence number into the watermark.
+    async fn flush_stream(
+        &self,
+        asset_id: &Id,
+        flush: StreamFlush,
+        now: DateTime<Utc>,
+    ) -> Result<Version>;
     async fn get_version(&self, asset_id: &Id, number: u32) -> Result<Version>;
     /// Newest first.
     async fn list_versions(&self, asset_id: &Id) -> Result<Vec<Version>>;
@@ -180,6 +233,36 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         params: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<Job>;
+    /// `start_job`, run by node `owner`, which holds the job until
+    /// `now + lease_ttl` and must renew it ([`Catalog::renew_job_leases`]);
+    /// after that another node may claim it.
+    async fn start_owned_job(
+        &self,
+        kind: JobKind,
+        asset_id: Option<&Id>,
+        params: serde_json::Value,
+        owner: &Id,
+        lease_ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Job>;
+    /// Extends to `now + lease_ttl` the lease of every running job `owner`
+    /// holds; returns the ids of those jobs (a job another node claimed is
+    /// not among them).
+    async fn renew_job_leases(
+        &self,
+        owner: &Id,
+        lease_ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Id>>;
+    /// Takes over, for `claimer`, up to `limit` running jobs of other nodes
+    /// whose lease expired before `now`, each exactly once across every
+    /// node claiming at the same time.
+    async fn claim_orphaned_jobs(
+        &self,
+        claimer: &Id,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedJob>>;
     async fn get_job(&self, id: &Id) -> Result<Job>;
     async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>>;
     async fn update_job_progress(&self, id: &Id, progress: JobProgress) -> Result<()>;
@@ -188,9 +271,15 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// running). Fails with `Conflict` on a finished job.
     async fn record_job_attempt(&self, id: &Id, error: &str) -> Result<Job>;
     async fn finish_job(&self, id: &Id, outcome: JobOutcome, now: DateTime<Utc>) -> Result<Job>;
-    /// Marks every pending or running job as failed with `reason` (a crash
-    /// interrupted them); returns them.
-    async fn fail_interrupted_jobs(&self, reason: &str, now: DateTime<Utc>) -> Result<Vec<Job>>;
+    /// Marks as failed with `reason` the pending and running jobs of node
+    /// `owner` and those without an owner — every one with `None` — (a
+    /// restart of that node interrupted them); returns them.
+    async fn fail_interrupted_jobs(
+        &self,
+        owner: Option<&Id>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Job>>;
     /// Counts of jobs per state, for metrics.
     async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, u64)>>;
 

@@ -167,6 +167,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// Nodes and leases.
     pub cluster: ClusterConfig,
+    /// Where segments and write-ahead logs live.
+    pub storage: StorageConfig,
     /// The query engine.
     pub query: QueryConfig,
     /// Background sync jobs.
@@ -191,6 +193,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             catalog: CatalogConfig::default(),
             cluster: ClusterConfig::default(),
+            storage: StorageConfig::default(),
             query: QueryConfig::default(),
             sync: SyncConfig::default(),
             ingest: IngestConfig::default(),
@@ -287,6 +290,18 @@ impl Default for ClusterConfig {
             lease_ttl: HumanDuration::from_secs(10),
         }
     }
+}
+
+/// Where segments and write-ahead logs live.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// A directory that every node of a cluster sees (a shared mount, or
+    /// one directory on a single host). Segments then live in
+    /// `<shared_dir>/segments` and each node's write-ahead log in
+    /// `<shared_dir>/wal/<node id>`, so any node serves any asset. Unset:
+    /// both stay in the data directory (one node).
+    pub shared_dir: Option<PathBuf>,
 }
 
 /// Where the catalog (metadata: connections, assets, versions, jobs) lives.

@@ -84,6 +84,17 @@ impl Findings {
 pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     let mut f = Findings::default();
 
+    if config
+        .storage
+        .shared_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        f.add(
+            "storage.shared_dir",
+            "must not be empty (leave it unset for one node)",
+        );
+    }
     if config.data_dir.as_os_str().is_empty() {
         f.add("data_dir", "must not be empty");
     }

@@ -762,3 +762,22 @@ fn the_catalog_url_must_be_postgres_and_is_never_printed() {
     let errors = expect_errors(result);
     assert_eq!(paths(&errors), ["catalog.url"], "{errors}");
 }
+
+#[test]
+fn the_shared_storage_directory_is_set_by_file_or_env_and_never_empty() {
+    let (_dir, result) = load_text("storage:\n  shared_dir: /mnt/vega\n", &[]);
+    let config = expect_config(result);
+    assert_eq!(
+        config.storage.shared_dir.as_deref(),
+        Some(std::path::Path::new("/mnt/vega"))
+    );
+    let (_dir, result) = load_text("", &[("VEGA_STORAGE__SHARED_DIR", "/srv/shared")]);
+    let config = expect_config(result);
+    assert_eq!(
+        config.storage.shared_dir.as_deref(),
+        Some(std::path::Path::new("/srv/shared"))
+    );
+    let (_dir, result) = load_text("storage:\n  shared_dir: \"\"\n", &[]);
+    let errors = expect_errors(result);
+    assert_eq!(paths(&errors), ["storage.shared_dir"], "{errors}");
+}

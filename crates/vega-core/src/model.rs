@@ -357,6 +357,14 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The node running the job (`None` for a job started without one).
+    #[serde(default)]
+    pub owner: Option<Id>,
+    /// Until when the owner's hold on the job lasts unless it renews it; a
+    /// running job past this is claimed by another node, which fails it as
+    /// interrupted and runs it again as a new job.
+    #[serde(default)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
 /// What an API key may do. Ordered: each role can do what the ones below it can.

@@ -75,6 +75,16 @@ impl AssetSchema {
         s
     }
 
+    /// Adds the columns of `schema` this one lacks (another node's writes
+    /// brought them): later points are checked against them too.
+    pub fn absorb(&mut self, schema: &Schema) {
+        for f in schema.fields() {
+            if self.find(f.name()).is_none() {
+                self.push(f.name().clone(), f.data_type().clone());
+            }
+        }
+    }
+
     fn push(&mut self, name: String, t: DataType) {
         self.index.insert(name.to_lowercase(), self.columns.len());
         self.columns.push((name, t));

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde_json::json;
-use vega_catalog::{Catalog, CatalogError};
+use vega_catalog::{Catalog, CatalogError, StreamFlush};
 use vega_core::{
     Asset, AssetChecks, Clock, ConnectorKind, Id, Manifest, NewAsset, NewConnection, Point,
     SyncMode, Version,
@@ -47,6 +47,11 @@ pub const LINE_PROTOCOL_CONNECTION: &str = "line-protocol";
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
     pub wal_dir: std::path::PathBuf,
+    /// Which log this is in stream assets' watermarks: `None` for the
+    /// embedded log of a single node (`{"wal_seq": N}`), `Some(node id)`
+    /// for a node's log in shared storage (`{"wals": {id: N}}`), so that
+    /// nodes writing one asset each keep their own.
+    pub wal_id: Option<String>,
     pub wal_fsync_interval: Duration,
     pub buffer_max_rows: u64,
     pub buffer_max_bytes: u64,
@@ -162,14 +167,17 @@ fn wal_error(e: WalError) -> IngestError {
     }
 }
 
-/// The sequence number a stream asset's watermark says is flushed.
-fn flushed_seq(asset: &Asset) -> u64 {
-    asset
-        .watermark
-        .as_ref()
-        .and_then(|w| w.get("wal_seq"))
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0)
+/// The sequence number of log `wal` (see [`IngestOptions::wal_id`]) that a
+/// stream asset's watermark says is flushed.
+fn flushed_seq(asset: &Asset, wal: Option<&str>) -> u64 {
+    let watermark = asset.watermark.as_ref();
+    let seq = match wal {
+        None => watermark.and_then(|w| w.get("wal_seq")),
+        Some(id) => watermark
+            .and_then(|w| w.get("wals"))
+            .and_then(|w| w.get(id)),
+    };
+    seq.and_then(|v| v.as_u64()).unwrap_or(0)
 }
 
 impl IngestService {
@@ -188,7 +196,7 @@ impl IngestService {
         let min_next_seq = assets
             .iter()
             .filter(|a| a.sync_mode == SyncMode::Stream)
-            .map(flushed_seq)
+            .map(|a| flushed_seq(a, options.wal_id.as_deref()))
             .max()
             .unwrap_or(0)
             + 1;
@@ -320,7 +328,7 @@ impl IngestService {
             gate: tokio::sync::RwLock::new(()),
             flush: Arc::new(tokio::sync::Mutex::new(())),
             buffer: Mutex::new(Buffer {
-                flushed_through: flushed_seq(&asset),
+                flushed_through: flushed_seq(&asset, self.options.wal_id.as_deref()),
                 asset,
                 schema,
                 batches: VecDeque::new(),
@@ -425,6 +433,20 @@ impl IngestService {
     pub async fn exclusive(&self, asset: &Id) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         let state = self.state(asset).await.ok()?;
         Some(state.flush.clone().lock_owned().await)
+    }
+
+    /// Another node changed a stream asset's active version: columns it
+    /// brought are checked from now on (a point whose type clashes with a
+    /// column that node added is refused here too).
+    pub fn refresh(&self, asset: &Asset, version: &Version) {
+        let Some(state) = lock(&self.assets).get(&asset.id).cloned() else {
+            return;
+        };
+        match schema_from_manifest(&version.manifest) {
+            Ok(schema) => lock(&state.buffer).schema.absorb(&schema),
+            Err(e) => tracing::warn!(asset = %asset.qualified_name(), error = %e,
+                "the schema of a version published on another node is unreadable"),
+        }
     }
 
     /// Forgets an asset (it was deleted): its buffered rows are dropped.
@@ -683,19 +705,7 @@ impl IngestService {
         taken: &[Buffered],
         through: u64,
     ) -> Result<Version, IngestError> {
-        // The active version as it is now (retention or a rollback may have
-        // changed it since the last flush).
-        let current = self.catalog.get_asset(&asset.id).await?;
-        let active = match current.active_version {
-            Some(n) => {
-                let v = self.catalog.get_version(&asset.id, n).await?;
-                let s = schema_from_manifest(&v.manifest)
-                    .map_err(|e| IngestError::Internal(e.to_string()))?;
-                Some((Arc::new(s), v.manifest.schema.clone(), n))
-            }
-            None => None,
-        };
-        let staging_id = format!("ingest-{through:020}");
+        let staging_id = format!("ingest-{}{through:020}", self.staging_prefix());
         let hold = self.store.hold(&format!("{}/{staging_id}", asset.id));
         let store = self.store.clone();
         let asset_id = asset.id.clone();
@@ -728,45 +738,24 @@ impl IngestService {
         })
         .await
         .map_err(|e| IngestError::Internal(format!("flush thread: {e}")))??;
-        let watermark = json!({ "wal_seq": through });
-        let now = self.clock.now();
-        let same_schema = active
-            .as_ref()
-            .is_some_and(|(s, _, _)| s.fields() == schema.fields());
-        let published = match &active {
-            None => {
-                self.catalog
-                    .publish_version_with_watermark(&asset.id, manifest, Some(watermark), None, now)
-                    .await
-            }
-            Some((_, json_schema, _)) if same_schema => {
-                self.catalog
-                    .append_segments(
-                        &asset.id,
-                        json_schema.clone(),
-                        manifest.segments,
-                        watermark,
-                        None,
-                        now,
-                    )
-                    .await
-            }
-            Some((_, _, number)) => {
-                // New columns: a new version with the old segments and the
-                // new one under the wider schema (views read by column name).
-                let old = self.catalog.get_version(&asset.id, *number).await?;
-                let mut segments = old.manifest.segments;
-                segments.extend(manifest.segments);
-                let wider = Manifest {
+        // One catalog transaction appends the segment to the active version
+        // as it is now (another node, retention or a rollback may have
+        // changed it since the last flush; new columns make a wider
+        // version) and moves this log's watermark.
+        let version = self
+            .catalog
+            .flush_stream(
+                &asset.id,
+                StreamFlush {
+                    wal: self.options.wal_id.clone(),
+                    through_seq: through,
                     schema: manifest.schema,
-                    segments,
-                };
-                self.catalog
-                    .publish_version_with_watermark(&asset.id, wider, Some(watermark), None, now)
-                    .await
-            }
-        };
-        let version = published?;
+                    segments: manifest.segments,
+                    lease: None,
+                },
+                self.clock.now(),
+            )
+            .await?;
         drop(hold);
         let asset = self
             .catalog
@@ -777,6 +766,15 @@ impl IngestService {
             .flushed(&asset, &version, through)
             .map_err(IngestError::Internal)?;
         Ok(version)
+    }
+
+    /// Makes staging directories of different nodes' logs distinct (their
+    /// sequence numbers overlap) on a shared segment root.
+    fn staging_prefix(&self) -> String {
+        match &self.options.wal_id {
+            Some(id) => format!("{id}-"),
+            None => String::new(),
+        }
     }
 
     /// Where the delivery keys of records no longer in the log are kept.

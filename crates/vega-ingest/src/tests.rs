@@ -50,6 +50,7 @@ impl IngestObserver for NoMetrics {}
 fn options(dir: &Path) -> IngestOptions {
     IngestOptions {
         wal_dir: dir.join("wal"),
+        wal_id: None,
         wal_fsync_interval: Duration::from_millis(1),
         buffer_max_rows: 1_000_000,
         buffer_max_bytes: 1 << 30,
@@ -264,4 +265,75 @@ async fn a_redelivery_is_recognised_after_its_record_left_the_log() {
         .unwrap();
     assert!(again.duplicate, "the key survived the log truncation");
     assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 1);
+}
+
+/// Two nodes' logs (shared storage): each flushes its own rows into the
+/// same asset under its own watermark, and a restart of either replays
+/// exactly what it had not flushed — nothing of the other's, nothing twice.
+#[tokio::test]
+async fn two_logs_writing_one_asset_keep_separate_watermarks() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(
+        SqlCatalog::open_sqlite(&dir.path().join("catalog.db"))
+            .await
+            .unwrap(),
+    );
+    let node = |id: &str| {
+        let mut o = options(dir.path());
+        o.wal_dir = dir.path().join("wal").join(id);
+        o.wal_id = Some(id.to_string());
+        o
+    };
+    let open_as = |id: &str| {
+        let catalog = catalog.clone();
+        let o = node(id);
+        let store = Arc::new(SegmentStore::open(dir.path().join("segments")).unwrap());
+        async move {
+            let live = Arc::new(Recorder::default());
+            let s = IngestService::open(
+                catalog,
+                store,
+                live.clone(),
+                Arc::new(NoMetrics),
+                Arc::new(SystemClock),
+                o,
+            )
+            .await
+            .unwrap();
+            (s, live)
+        }
+    };
+    let (a, _) = open_as("node_a").await;
+    let (b, _) = open_as("node_b").await;
+    let asset = a.line_protocol_asset("plant", "shared").await.unwrap();
+    // Both logs number their records from 1: the watermarks must not mix.
+    for i in 0..3 {
+        a.write(&asset, points(i * 10, 10), None, false)
+            .await
+            .unwrap();
+    }
+    b.write(&asset, points(100, 5), None, false).await.unwrap();
+    b.flush_due(true).await;
+    a.flush_due(true).await;
+    assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 35);
+    let wm = catalog
+        .get_asset(&asset.id)
+        .await
+        .unwrap()
+        .watermark
+        .unwrap();
+    assert_eq!(wm["wals"]["node_a"], 3, "{wm}");
+    assert_eq!(wm["wals"]["node_b"], 1, "{wm}");
+    // B writes more and stops before flushing; A restarts.
+    b.write(&asset, points(200, 7), None, false).await.unwrap();
+    b.close().await.unwrap();
+    a.close().await.unwrap();
+    drop((a, b));
+    let (a, live_a) = open_as("node_a").await;
+    assert_eq!(live_a.live_rows(), 0, "A had flushed everything of its own");
+    let (b, live_b) = open_as("node_b").await;
+    assert_eq!(live_b.live_rows(), 7, "B replays only its unflushed write");
+    b.flush_due(true).await;
+    assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 42);
+    drop(a);
 }

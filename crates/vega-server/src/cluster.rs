@@ -5,6 +5,10 @@
 //! reach the catalog (or fails to renew in time) stops scheduling at once;
 //! the lease's fencing token grows whenever it changes hands.
 //!
+//! Each beat also renews the leases of the sync jobs this node runs and
+//! claims the running jobs of nodes whose leases expired, which then run
+//! again here (`SyncService::renew_leases`, `SyncService::claim_orphans`).
+//!
 //! On a single node (SQLite catalog) the same code runs and the node is
 //! always the leader.
 
@@ -16,12 +20,18 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vega_catalog::Catalog;
 use vega_core::{Clock, Lease, NodeInfo};
+use vega_sync::SyncService;
 
 /// The lease of the one node that runs the scheduler.
 pub const SCHEDULER_LEASE: &str = "scheduler";
 
 pub struct NodeAgent {
     pub catalog: Arc<dyn Catalog>,
+    /// Its job leases are renewed, and stopped nodes' jobs claimed, on
+    /// every beat.
+    pub sync: Arc<SyncService>,
+    /// Changes other nodes made to the catalog, applied on every beat.
+    pub watch: crate::watch::CatalogWatch,
     pub clock: Arc<dyn Clock>,
     pub node: Mutex<NodeInfo>,
     pub heartbeat_interval: Duration,
@@ -41,8 +51,17 @@ impl NodeAgent {
             node.clone()
         };
         let started = Instant::now();
-        if let Err(e) = self.catalog.heartbeat_node(&node).await {
-            tracing::warn!(error = %e, "node heartbeat failed");
+        let alive = match self.catalog.heartbeat_node(&node).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "node heartbeat failed");
+                false
+            }
+        };
+        self.sync.renew_leases().await;
+        if alive {
+            self.sync.claim_orphans().await;
+            self.watch.poll().await;
         }
         let lease = self
             .catalog

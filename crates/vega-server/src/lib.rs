@@ -19,5 +19,6 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod validation;
+pub mod watch;
 
 pub use startup::{start, RunningServer, StartError, StartOptions};

@@ -143,7 +143,16 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         );
     }
 
-    let store = Arc::new(SegmentStore::open(data_dir.join("segments"))?);
+    // The node keeps its id across restarts, so that it recognises its
+    // own interrupted jobs and leases.
+    let node_id = node_identity(&data_dir)?;
+    let layout = StorageLayout::new(config, &data_dir, &node_id)?;
+    let store = Arc::new(match &layout.shared {
+        // Other nodes write the same root: files younger than the longest
+        // a job may run could be theirs, in flight.
+        Some(_) => SegmentStore::open_shared(&layout.segments_dir, config.sync.job_timeout.into())?,
+        None => SegmentStore::open(&layout.segments_dir)?,
+    });
     let mut roots = config.connectors.file.allowed_roots.clone();
     roots.extend(options.extra_allowed_roots.iter().cloned());
     let mut registry = ConnectorRegistry::new();
@@ -185,6 +194,8 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             retry_initial_backoff: config.sync.retry_initial_backoff.into(),
             retry_max_backoff: config.sync.retry_max_backoff.into(),
             failpoint: options.failpoint.clone(),
+            node: Some(node_id.clone()),
+            lease_ttl: config.cluster.lease_ttl.into(),
         },
     );
 
@@ -200,7 +211,13 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         );
     }
     for (asset, version) in catalog.list_active_versions().await? {
-        register_version(&engine, &store, &asset, &version)?;
+        // An asset whose files are missing here (deleted by hand, or on
+        // another node's disk) is left out of the engine and logged; the
+        // node still starts and serves every other asset.
+        if let Err(e) = register_version(&engine, &store, &asset, &version) {
+            tracing::error!(asset = %asset.qualified_name(), version = %version.label(), error = %e,
+                "the asset's active version cannot be read on this node; it is not queryable here");
+        }
     }
     let ingest = vega_ingest::IngestService::open(
         catalog.clone(),
@@ -214,7 +231,8 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         }),
         clock.clone(),
         vega_ingest::IngestOptions {
-            wal_dir: data_dir.join("wal"),
+            wal_dir: layout.wal_dir.clone(),
+            wal_id: layout.wal_id.clone(),
             wal_fsync_interval: config.ingest.wal_fsync_interval.into(),
             buffer_max_rows: config.ingest.buffer_max_rows,
             buffer_max_bytes: config.ingest.buffer_max_bytes.as_u64(),
@@ -235,9 +253,15 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         clock: clock.clone(),
     }));
 
-    let node_id = Id::generate(IdKind::Node);
     let cluster = Arc::new(crate::cluster::NodeAgent {
         catalog: catalog.clone(),
+        sync: sync.clone(),
+        watch: crate::watch::CatalogWatch::new(
+            catalog.clone(),
+            engine.clone(),
+            store.clone(),
+            ingest.clone(),
+        ),
         clock: clock.clone(),
         node: std::sync::Mutex::new(vega_core::NodeInfo {
             id: node_id.clone(),
@@ -377,6 +401,83 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         ops_task,
         grace: config.shutdown.grace_period.into(),
     })
+}
+
+/// Where this node keeps segments and its write-ahead log.
+struct StorageLayout {
+    /// The shared directory, when nodes share one (`storage.shared_dir`).
+    shared: Option<PathBuf>,
+    segments_dir: PathBuf,
+    wal_dir: PathBuf,
+    /// The log's name in stream assets' watermarks (`None`: the embedded
+    /// log of a single node).
+    wal_id: Option<String>,
+}
+
+impl StorageLayout {
+    fn new(config: &Config, data_dir: &std::path::Path, node: &Id) -> Result<Self, StartError> {
+        let Some(shared) = &config.storage.shared_dir else {
+            return Ok(StorageLayout {
+                shared: None,
+                segments_dir: data_dir.join("segments"),
+                wal_dir: data_dir.join("wal"),
+                wal_id: None,
+            });
+        };
+        std::fs::create_dir_all(shared).map_err(|source| StartError::DataDir {
+            path: shared.clone(),
+            source,
+        })?;
+        let shared = shared
+            .canonicalize()
+            .map_err(|source| StartError::DataDir {
+                path: shared.clone(),
+                source,
+            })?;
+        Ok(StorageLayout {
+            segments_dir: shared.join("segments"),
+            wal_dir: shared.join("wal").join(node.as_str()),
+            wal_id: Some(node.to_string()),
+            shared: Some(shared),
+        })
+    }
+}
+
+/// The file in the data directory that holds this node's id.
+const NODE_ID_FILE: &str = "node_id";
+
+/// This node's id: read from the data directory, or made and saved there
+/// (durably) on the first start.
+fn node_identity(data_dir: &std::path::Path) -> Result<Id, StartError> {
+    let path = data_dir.join(NODE_ID_FILE);
+    let fail = |source: std::io::Error| StartError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Id::parse(IdKind::Node, text.trim()).ok_or_else(|| {
+            fail(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a node id: {:?}", text.trim()),
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = Id::generate(IdKind::Node);
+            let tmp = path.with_extension("tmp");
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+                f.write_all(id.as_str().as_bytes()).map_err(fail)?;
+                f.sync_all().map_err(fail)?;
+            }
+            std::fs::rename(&tmp, &path).map_err(fail)?;
+            if let Ok(dir) = std::fs::File::open(data_dir) {
+                let _ = dir.sync_all();
+            }
+            Ok(id)
+        }
+        Err(e) => Err(fail(e)),
+    }
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {

@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow::datatypes::{Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -30,6 +31,9 @@ pub struct SegmentStore {
     /// Directories of versions being written by any writer of this process
     /// (a flush of streamed rows, say): never swept as orphans while held.
     held: Arc<Mutex<HashMap<String, usize>>>,
+    /// Unreferenced files younger than this are never swept: on a root
+    /// shared by several nodes, another node may be writing them.
+    orphan_grace: Duration,
 }
 
 /// Keeps a staging directory out of [`SegmentStore::remove_orphans`] until
@@ -83,7 +87,17 @@ impl SegmentStore {
         Ok(Self {
             root,
             held: Arc::default(),
+            orphan_grace: Duration::ZERO,
         })
+    }
+
+    /// Opens a root that other nodes write too: unreferenced files younger
+    /// than `grace` (at least the longest a writer takes between creating
+    /// a file and committing the version that names it) are never swept.
+    pub fn open_shared(root: impl Into<PathBuf>, grace: Duration) -> Result<Self, StorageError> {
+        let mut store = Self::open(root)?;
+        store.orphan_grace = grace;
+        Ok(store)
     }
 
     /// Keeps `prefix` (`<asset_id>/<staging_id>`) from being swept as an
@@ -260,6 +274,7 @@ impl SegmentStore {
         let sweep = Sweep {
             referenced,
             prefixes: &prefixes,
+            grace: self.orphan_grace,
         };
         let mut report = OrphanReport::default();
         sweep.dir(&self.root, "", &mut report)?;
@@ -441,6 +456,7 @@ pub(crate) fn fsync_dir(path: &Path) -> Result<(), StorageError> {
 struct Sweep<'a> {
     referenced: &'a HashSet<String>,
     prefixes: &'a [&'a str],
+    grace: Duration,
 }
 
 impl Sweep<'_> {
@@ -458,6 +474,19 @@ impl Sweep<'_> {
         self.prefixes
             .iter()
             .any(|p| p.starts_with(relative) && p.as_bytes().get(relative.len()) == Some(&b'/'))
+    }
+
+    /// Whether a file is within the grace period (another writer's).
+    fn is_young(&self, meta: &fs::Metadata) -> bool {
+        if self.grace.is_zero() {
+            return false;
+        }
+        match meta.modified().map(|m| m.elapsed()) {
+            Ok(Ok(age)) => age < self.grace,
+            // Modified "in the future" (clock skew between writers), or no
+            // time available: keep it.
+            _ => true,
+        }
     }
 
     /// Sweeps `dir` (relative path `relative`, "" for the root). Returns
@@ -508,7 +537,8 @@ impl Sweep<'_> {
                 continue;
             }
             let keep = self.is_kept(&child)
-                || (!name.ends_with(TMP_SUFFIX) && self.referenced.contains(&child));
+                || (!name.ends_with(TMP_SUFFIX) && self.referenced.contains(&child))
+                || self.is_young(&meta);
             if keep {
                 empty = false;
                 continue;

@@ -553,3 +553,19 @@ fn schema_from_manifest_refuses_garbage() {
     let err = schema_from_manifest(&manifest).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Internal);
 }
+
+#[test]
+fn a_shared_root_keeps_unreferenced_files_younger_than_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("segments");
+    // Another node's flush, not yet committed: unreferenced but young.
+    let other = SegmentStore::open(&root).unwrap();
+    let theirs = write_version(&other, 100, &[batch(0, 4)]);
+    let shared = SegmentStore::open_shared(&root, std::time::Duration::from_secs(3600)).unwrap();
+    let report = shared.remove_orphans(&HashSet::new(), &[]).unwrap();
+    assert_eq!(report.files_removed, 0, "{report:?}");
+    shared.validate(&theirs).unwrap();
+    // With no grace (one node owns the root), the same files are orphans.
+    let report = other.remove_orphans(&HashSet::new(), &[]).unwrap();
+    assert_eq!(report.files_removed, 1, "{report:?}");
+}

@@ -52,6 +52,11 @@ pub struct SyncOptions {
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
     pub failpoint: Option<Failpoint>,
+    /// This node: jobs it starts are owned by it under a lease of
+    /// `lease_ttl`, renewed by [`SyncService::renew_leases`]. `None` (tests
+    /// of the service alone): jobs have no owner and no lease.
+    pub node: Option<Id>,
+    pub lease_ttl: Duration,
 }
 
 impl Default for SyncOptions {
@@ -64,9 +69,14 @@ impl Default for SyncOptions {
             retry_initial_backoff: Duration::from_secs(1),
             retry_max_backoff: Duration::from_secs(60),
             failpoint: None,
+            node: None,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
+
+/// Why this node stopped a job it held: its lease is gone.
+const LEASE_LOST: &str = "lost its lease";
 
 /// Runs sync jobs. Share it behind an `Arc`.
 pub struct SyncService {
@@ -82,6 +92,10 @@ pub struct SyncService {
     tasks: tokio_util_tracker::Tracker,
     /// Cancel flags of the jobs running in this process.
     cancels: Mutex<HashMap<Id, Arc<AtomicBool>>>,
+    /// Jobs stopped because their lease was lost, with the reason.
+    lost: Mutex<HashMap<Id, String>>,
+    /// When the last successful renewal of this node's job leases started.
+    renewed: Mutex<Instant>,
     /// Runs the checks that need the data (set once by the server).
     validator: std::sync::OnceLock<Arc<dyn Validator>>,
     writers: std::sync::OnceLock<Arc<dyn AssetWriters>>,
@@ -160,6 +174,8 @@ impl SyncService {
             in_flight: Mutex::new(HashSet::new()),
             tasks: Default::default(),
             cancels: Mutex::new(HashMap::new()),
+            lost: Mutex::new(HashMap::new()),
+            renewed: Mutex::new(Instant::now()),
             validator: std::sync::OnceLock::new(),
             writers: std::sync::OnceLock::new(),
         })
@@ -189,9 +205,12 @@ impl SyncService {
     /// files no manifest references (a sync interrupted before its publish)
     /// are deleted. Call once at start, before any job runs.
     pub async fn recover(&self) -> Result<RecoveryReport, SyncError> {
+        // Only this node's own jobs (and unowned ones): other nodes' running
+        // jobs are theirs until their leases expire.
         let interrupted = self
             .catalog
             .fail_interrupted_jobs(
+                self.options.node.as_ref(),
                 "interrupted: Vega stopped while the job ran",
                 self.clock.now(),
             )
@@ -291,13 +310,7 @@ impl SyncService {
         }
         self.connectors.get(connection.kind)?;
         let job = self
-            .catalog
-            .start_job(
-                JobKind::Sync,
-                Some(asset_id),
-                serde_json::json!({ "mode": mode.as_str() }),
-                self.clock.now(),
-            )
+            .start_job(asset_id, serde_json::json!({ "mode": mode.as_str() }))
             .await?;
         let cancel = Arc::new(AtomicBool::new(false));
         self.cancels
@@ -312,6 +325,145 @@ impl SyncService {
             this.run_job(asset, spawned, mode, cancel).await;
         });
         Ok(job)
+    }
+
+    /// Records a new running sync job of `asset_id`, owned by this node
+    /// when it has an identity.
+    async fn start_job(&self, asset_id: &Id, params: serde_json::Value) -> Result<Job, SyncError> {
+        let now = self.clock.now();
+        let job = match &self.options.node {
+            Some(node) => {
+                self.catalog
+                    .start_owned_job(
+                        JobKind::Sync,
+                        Some(asset_id),
+                        params,
+                        node,
+                        self.options.lease_ttl,
+                        now,
+                    )
+                    .await?
+            }
+            None => {
+                self.catalog
+                    .start_job(JobKind::Sync, Some(asset_id), params, now)
+                    .await?
+            }
+        };
+        Ok(job)
+    }
+
+    /// Renews the leases of this node's running jobs (called on every
+    /// heartbeat). A job the catalog no longer counts as this node's
+    /// (another node claimed it) is stopped here at once; when renewing
+    /// fails for longer than the lease lasts (the catalog is unreachable),
+    /// every job of this node is stopped, since another node may take it
+    /// over from then on. Their results would be refused anyway (the
+    /// fencing check at publish); stopping them saves the work.
+    pub async fn renew_leases(&self) {
+        let Some(node) = &self.options.node else {
+            return;
+        };
+        let started = Instant::now();
+        let running: Vec<Id> = self
+            .cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        match self
+            .catalog
+            .renew_job_leases(node, self.options.lease_ttl, self.clock.now())
+            .await
+        {
+            Ok(held) => {
+                *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = started;
+                // `running` was read before the renewal, and a job is in
+                // the catalog before it is in `cancels`: a job missing from
+                // `held` was claimed by another node.
+                for job in running.iter().filter(|j| !held.contains(j)) {
+                    self.stop_lost(job, "another node took the job over");
+                }
+            }
+            Err(e) => {
+                let since = self
+                    .renewed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .elapsed();
+                if since >= self.options.lease_ttl {
+                    for job in &running {
+                        self.stop_lost(
+                            job,
+                            &format!(
+                                "its lease could not be renewed for {}s: {e}",
+                                since.as_secs()
+                            ),
+                        );
+                    }
+                } else {
+                    tracing::warn!(error = %e, "renewing job leases failed; retrying at the next heartbeat");
+                }
+            }
+        }
+    }
+
+    fn stop_lost(&self, job: &Id, why: &str) {
+        let flag = self
+            .cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(job)
+            .cloned();
+        if let Some(flag) = flag {
+            if !flag.swap(true, Ordering::SeqCst) {
+                tracing::warn!(job_id = %job, reason = why, "stopping a job: this node {LEASE_LOST}");
+                self.lost
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(job.clone(), format!("{LEASE_LOST}: {why}"));
+            }
+        }
+    }
+
+    /// Takes over the running jobs of nodes whose leases expired (they
+    /// stopped or lost the catalog), as many as this node has free job
+    /// slots, and runs each again as a new job here. Called on every
+    /// heartbeat by nodes with the sync role.
+    pub async fn claim_orphans(self: &Arc<Self>) -> Vec<Job> {
+        let Some(node) = &self.options.node else {
+            return Vec::new();
+        };
+        let free = self.slots.available_permits() as u32;
+        if free == 0 {
+            return Vec::new();
+        }
+        let claimed = match self
+            .catalog
+            .claim_orphaned_jobs(node, free, self.clock.now())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming the jobs of stopped nodes failed");
+                return Vec::new();
+            }
+        };
+        let mut interrupted = Vec::new();
+        for c in claimed {
+            match c {
+                vega_catalog::ClaimedJob::Interrupted(job) => {
+                    tracing::warn!(job_id = %job.id, from = ?job.owner.as_ref().map(|o| o.to_string()),
+                        "took over a job whose node stopped renewing its lease");
+                    interrupted.push(job);
+                }
+                vega_catalog::ClaimedJob::Completed(job) => {
+                    tracing::info!(job_id = %job.id, "a stopped node's job had published its result; recorded as succeeded")
+                }
+            }
+        }
+        self.resume(&interrupted).await
     }
 
     /// Cancels a pending or running job. A job running in this process
@@ -420,9 +572,17 @@ impl SyncService {
             .remove(&job.id);
         let cancelled =
             cancel.load(Ordering::SeqCst) && !matches!(result, Err(SyncError::Timeout(_)));
+        let lost = self
+            .lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job.id);
         let outcome = match &result {
             Ok(version) => JobOutcome::Succeeded {
                 result_version: Some(version.number),
+            },
+            Err(_) if lost.is_some() => JobOutcome::Failed {
+                error: lost.clone().unwrap_or_default(),
             },
             Err(_) if cancelled => JobOutcome::Cancelled {
                 reason: "cancelled by an operator".into(),
@@ -454,6 +614,9 @@ impl SyncService {
             Ok(finished) => self
                 .listener
                 .job_finished(&asset, &finished, started.elapsed()),
+            Err(e) if lost.is_some() => {
+                tracing::warn!(job_id = %job.id, error = %e, "a job this node lost ended; another node records it")
+            }
             Err(e) => {
                 tracing::error!(job_id = %job.id, error = %e, "recording the end of a sync job failed")
             }
@@ -737,14 +900,13 @@ impl SyncService {
             .parse()
             .map_err(|e| SyncError::Unsupported(format!("retention.period: {e}")))?;
         let job = self
-            .catalog
-            .start_job(
-                JobKind::Sync,
-                Some(asset_id),
-                serde_json::json!({ "mode": "retention" }),
-                self.clock.now(),
-            )
+            .start_job(asset_id, serde_json::json!({ "mode": "retention" }))
             .await?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.id.clone(), cancel);
         let this = self.clone();
         let guard = self.tasks.enter();
         let spawned = job.clone();
@@ -768,6 +930,14 @@ impl SyncService {
             if let Err(e) = &result {
                 tracing::warn!(asset = %asset.qualified_name(), job_id = %spawned.id, error = %e, "retention failed");
             }
+            this.cancels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&spawned.id);
+            this.lost
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&spawned.id);
             match this
                 .catalog
                 .finish_job(&spawned.id, outcome, this.clock.now())

@@ -6,3 +6,4 @@ pub mod influxdb;
 pub mod mosquitto;
 pub mod ports;
 pub mod postgres;
+pub mod proxy;

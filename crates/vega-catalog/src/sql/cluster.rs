@@ -196,3 +196,53 @@ pub(super) async fn holds(
     .map_err(db("checking a lease"))?;
     Ok(row.is_some())
 }
+
+/// The fencing check inside a committing transaction: `fence.holder` still
+/// holds `fence.name` under `fence.token`, unexpired at `now`. On
+/// PostgreSQL the lease row stays locked until the transaction ends, so a
+/// takeover waits for the commit (and then sees its effects).
+pub(super) async fn fence(
+    catalog: &SqlCatalog,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    fence: &crate::LeaseFence,
+    now: DateTime<Utc>,
+    action: &'static str,
+) -> Result<()> {
+    let sql = format!(
+        "SELECT holder, token, expires_at FROM leases WHERE name = $1{}",
+        catalog.backend().lock_rows()
+    );
+    let row = sqlx::query(&sql)
+        .bind(fence.name.as_str())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db(action))?;
+    let held = match &row {
+        Some(row) => {
+            let holder: String = codec::col(row, LEASES, "holder")?;
+            let token = codec::u64_col(row, LEASES, "token")?;
+            let expires = codec::time_col(row, LEASES, "expires_at")?;
+            if holder != fence.holder.as_str() {
+                Err(format!("lease {} is held by {holder}", fence.name))
+            } else if token != fence.token {
+                Err(format!(
+                    "lease {} changed hands (token {token}, this work holds {})",
+                    fence.name, fence.token
+                ))
+            } else if expires < now {
+                Err(format!(
+                    "lease {} expired at {}",
+                    fence.name,
+                    codec::time(expires)
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        None => Err(format!("lease {} is not held", fence.name)),
+    };
+    held.map_err(|message| crate::CatalogError::Fenced {
+        what: fence.name.clone(),
+        message: format!("{message}; the work is refused"),
+    })
+}

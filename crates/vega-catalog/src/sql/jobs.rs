@@ -2,19 +2,19 @@
 //! or running job per (asset, kind); `start_job` reports a clash as a
 //! `Conflict` carrying the job in the way.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 use vega_core::{Id, IdKind, Job, JobKind, JobState};
 
 use super::codec::{self, db};
 use super::{assets, SqlCatalog};
-use crate::{CatalogError, JobFilter, JobOutcome, JobProgress, Result};
+use crate::{CatalogError, ClaimedJob as Claimed, JobFilter, JobOutcome, JobProgress, Result};
 
 const TABLE: &str = "jobs";
 
 const COLUMNS: &str = "id, kind, asset_id, state, params_json, attempts, rows, bytes, error, \
-     result_version, created_at, started_at, finished_at";
+     result_version, created_at, started_at, finished_at, owner, lease_expires_at";
 
 /// Jobs listed when the filter gives no limit.
 const DEFAULT_LIST_LIMIT: u32 = 100;
@@ -46,6 +46,8 @@ fn decode(row: &AnyRow) -> Result<Job> {
         created_at: codec::time_col(row, TABLE, "created_at")?,
         started_at: codec::opt_time_col(row, TABLE, "started_at")?,
         finished_at: codec::opt_time_col(row, TABLE, "finished_at")?,
+        owner: codec::opt_id_col(row, TABLE, "owner")?,
+        lease_expires_at: codec::opt_time_col(row, TABLE, "lease_expires_at")?,
     })
 }
 
@@ -105,11 +107,16 @@ async fn load(tx: &mut Transaction<'static, Any>, id: &Id) -> Result<Job> {
     }
 }
 
+/// Who runs a job being started: the node, and how long its hold lasts
+/// before it must renew it.
+pub(super) type Owner<'a> = Option<(&'a Id, Duration)>;
+
 pub(super) async fn start(
     catalog: &SqlCatalog,
     kind: JobKind,
     asset_id: Option<&Id>,
     params: serde_json::Value,
+    owner: Owner<'_>,
     now: DateTime<Utc>,
 ) -> Result<Job> {
     let action = "starting a job";
@@ -127,6 +134,8 @@ pub(super) async fn start(
         created_at: now,
         started_at: Some(now),
         finished_at: None,
+        owner: owner.map(|(node, _)| node.clone()),
+        lease_expires_at: owner.map(|(_, ttl)| now + ttl),
     };
     let mut w = catalog.write_tx(action).await?;
     if let Some(asset_id) = asset_id {
@@ -137,7 +146,7 @@ pub(super) async fn start(
     }
     let sql = format!(
         "INSERT INTO jobs ({COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     );
     let inserted = sqlx::query(&sql)
         .bind(job.id.as_str())
@@ -153,6 +162,8 @@ pub(super) async fn start(
         .bind(codec::time(job.created_at))
         .bind(job.started_at.map(codec::time))
         .bind(None::<String>)
+        .bind(job.owner.as_ref().map(|o| o.as_str()))
+        .bind(job.lease_expires_at.map(codec::time))
         .execute(&mut *w.tx)
         .await;
     match inserted {
@@ -334,28 +345,37 @@ pub(super) async fn finish(
     Ok(job)
 }
 
+/// Fails the pending and running jobs of `owner` and those without an
+/// owner (every one with `None`): a restart of that node interrupted them.
 pub(super) async fn fail_interrupted(
     catalog: &SqlCatalog,
+    owner: Option<&Id>,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Job>> {
     let action = "failing interrupted jobs";
     let mut w = catalog.write_tx(action).await?;
+    // $4 is the owner; with none, `$4 IS NULL` selects every job.
+    let scope = "($4 IS NULL OR owner IS NULL OR owner = $4)";
     let sql = format!(
-        "SELECT {COLUMNS} FROM jobs WHERE state IN {ACTIVE_STATES} ORDER BY created_at, id"
+        "SELECT {COLUMNS} FROM jobs WHERE state IN {ACTIVE_STATES} AND {} ORDER BY created_at, id",
+        scope.replace("$4", "$1")
     );
     let rows = sqlx::query(&sql)
+        .bind(owner.map(|o| o.as_str()))
         .fetch_all(&mut *w.tx)
         .await
         .map_err(db(action))?;
     let mut jobs = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
     let update = format!(
-        "UPDATE jobs SET state = $1, error = $2, finished_at = $3 WHERE state IN {ACTIVE_STATES}"
+        "UPDATE jobs SET state = $1, error = $2, finished_at = $3 \
+         WHERE state IN {ACTIVE_STATES} AND {scope}"
     );
     sqlx::query(&update)
         .bind(JobState::Failed.as_str())
         .bind(reason)
         .bind(codec::time(now))
+        .bind(owner.map(|o| o.as_str()))
         .execute(&mut *w.tx)
         .await
         .map_err(db(action))?;
@@ -366,6 +386,139 @@ pub(super) async fn fail_interrupted(
         job.finished_at = Some(now);
     }
     Ok(jobs)
+}
+
+/// Extends, until `until`, the lease of every running job `owner` holds;
+/// returns their ids. A job another node has claimed is no longer running
+/// and is not extended.
+pub(super) async fn renew_leases(
+    catalog: &SqlCatalog,
+    owner: &Id,
+    until: DateTime<Utc>,
+) -> Result<Vec<Id>> {
+    let action = "renewing job leases";
+    let mut w = catalog.write_tx(action).await?;
+    sqlx::query("UPDATE jobs SET lease_expires_at = $2 WHERE owner = $1 AND state = 'running'")
+        .bind(owner.as_str())
+        .bind(codec::time(until))
+        .execute(&mut *w.tx)
+        .await
+        .map_err(db(action))?;
+    let rows =
+        sqlx::query("SELECT id FROM jobs WHERE owner = $1 AND state = 'running' ORDER BY id")
+            .bind(owner.as_str())
+            .fetch_all(&mut *w.tx)
+            .await
+            .map_err(db(action))?;
+    let ids = rows
+        .iter()
+        .map(|r| codec::id_col(r, TABLE, "id"))
+        .collect::<Result<Vec<_>>>()?;
+    w.commit(action).await?;
+    Ok(ids)
+}
+
+/// Claims, for `claimer`, up to `limit` running jobs of other nodes whose
+/// lease expired before `now`. On PostgreSQL the rows are taken with
+/// `FOR UPDATE SKIP LOCKED`, so nodes claiming at once never take the same
+/// job (and never wait on one another); on SQLite the write lock
+/// serializes claims. Each job is finished in the same transaction: one
+/// whose result was already published succeeds, the others fail as
+/// interrupted and are returned for the claimer to run again.
+pub(super) async fn claim_orphaned(
+    catalog: &SqlCatalog,
+    claimer: &Id,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claimed>> {
+    let action = "claiming orphaned jobs";
+    let mut w = catalog.write_tx(action).await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND owner IS NOT NULL \
+         AND owner <> $1 AND lease_expires_at < $2 ORDER BY created_at, id LIMIT $3{}",
+        catalog.backend().skip_locked()
+    );
+    let rows = sqlx::query(&sql)
+        .bind(claimer.as_str())
+        .bind(codec::time(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *w.tx)
+        .await
+        .map_err(db(action))?;
+    let mut claimed = Vec::new();
+    for row in &rows {
+        let mut job = decode(row)?;
+        let from = job.owner.clone().map(|o| o.to_string()).unwrap_or_default();
+        job.finished_at = Some(now);
+        let done = job.result_version.is_some();
+        if done {
+            job.state = JobState::Succeeded;
+        } else {
+            job.state = JobState::Failed;
+            job.error = Some(format!(
+                "interrupted: node {from} stopped renewing its lease; node {claimer} runs the job again"
+            ));
+        }
+        sqlx::query(
+            "UPDATE jobs SET state = $2, error = $3, finished_at = $4 WHERE id = $1 AND state = 'running'",
+        )
+        .bind(job.id.as_str())
+        .bind(job.state.as_str())
+        .bind(job.error.as_deref())
+        .bind(codec::time(now))
+        .execute(&mut *w.tx)
+        .await
+        .map_err(db(action))?;
+        claimed.push(if done {
+            Claimed::Completed(job)
+        } else {
+            Claimed::Interrupted(job)
+        });
+    }
+    w.commit(action).await?;
+    Ok(claimed)
+}
+
+/// The fencing check of a job's result, inside the transaction that
+/// publishes it: the job must still be running and its lease (if it has
+/// one) unexpired at `now`; its result version is recorded on it at once.
+/// The statement locks the job's row, so a node claiming the job either
+/// runs before (and this fails: the job is no longer running) or after
+/// (and sees the result, so the job is not run again).
+pub(super) async fn fence_result(
+    tx: &mut Transaction<'static, Any>,
+    job_id: &Id,
+    version: u32,
+    now: DateTime<Utc>,
+    action: &'static str,
+) -> Result<()> {
+    let updated = sqlx::query(
+        "UPDATE jobs SET result_version = $2 WHERE id = $1 AND state = 'running' \
+         AND (lease_expires_at IS NULL OR lease_expires_at >= $3)",
+    )
+    .bind(job_id.as_str())
+    .bind(i64::from(version))
+    .bind(codec::time(now))
+    .execute(&mut **tx)
+    .await
+    .map_err(db(action))?;
+    if updated.rows_affected() == 1 {
+        return Ok(());
+    }
+    let job = load(tx, job_id).await?;
+    Err(CatalogError::Fenced {
+        what: job_id.to_string(),
+        message: match job.state {
+            JobState::Running => format!(
+                "job {job_id}'s lease expired at {}; its result is refused",
+                job.lease_expires_at.map(codec::time).unwrap_or_default()
+            ),
+            state => format!(
+                "job {job_id} is {} (another node may have taken it over); its result is refused",
+                state.as_str()
+            ),
+        },
+    })
 }
 
 pub(super) async fn count_by_state(catalog: &SqlCatalog) -> Result<Vec<(JobState, u64)>> {

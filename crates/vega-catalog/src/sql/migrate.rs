@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cluster",
         sql: include_str!("../../migrations/0004_cluster.sql"),
     },
+    Migration {
+        version: 5,
+        name: "job_leases",
+        sql: include_str!("../../migrations/0005_job_leases.sql"),
+    },
 ];
 
 /// A migration recorded in `schema_migrations`.

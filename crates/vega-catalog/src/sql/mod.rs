@@ -42,11 +42,12 @@ use vega_core::{
 };
 
 use crate::{
-    AssetUpdate, Catalog, CatalogError, ConnectionUpdate, JobFilter, JobOutcome, JobProgress,
-    Result,
+    AssetUpdate, Catalog, CatalogError, ClaimedJob, ConnectionUpdate, JobFilter, JobOutcome,
+    JobProgress, Result, StreamFlush,
 };
 
 pub use migrate::{AppliedMigration, Migration, MIGRATIONS};
+pub use versions::merge_stream_watermark;
 
 /// How long a SQLite connection waits for another process's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +74,26 @@ impl Backend {
             // upgrades later can fail with SQLITE_BUSY without waiting.
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
+        }
+    }
+
+    /// The suffix of a `SELECT` that takes the rows it reads for update,
+    /// skipping rows another transaction holds (PostgreSQL's
+    /// `FOR UPDATE SKIP LOCKED`, for claiming work). Empty on SQLite, where
+    /// the write lock already makes the claiming transaction the only one.
+    fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// The suffix of a `SELECT` that locks the rows it reads until the
+    /// transaction ends (PostgreSQL's `FOR UPDATE`). Empty on SQLite.
+    fn lock_rows(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
         }
     }
 
@@ -408,6 +429,15 @@ impl Catalog for SqlCatalog {
         versions::append(self, asset_id, schema, segments, watermark, job_id, ms(now)).await
     }
 
+    async fn flush_stream(
+        &self,
+        asset_id: &Id,
+        flush: StreamFlush,
+        now: DateTime<Utc>,
+    ) -> Result<Version> {
+        versions::flush_stream(self, asset_id, flush, ms(now)).await
+    }
+
     async fn get_version(&self, asset_id: &Id, number: u32) -> Result<Version> {
         versions::get(self, asset_id, number).await
     }
@@ -440,7 +470,39 @@ impl Catalog for SqlCatalog {
         params: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<Job> {
-        jobs::start(self, kind, asset_id, params, ms(now)).await
+        jobs::start(self, kind, asset_id, params, None, ms(now)).await
+    }
+
+    async fn start_owned_job(
+        &self,
+        kind: JobKind,
+        asset_id: Option<&Id>,
+        params: serde_json::Value,
+        owner: &Id,
+        lease_ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Job> {
+        let ttl = chrono::Duration::from_std(lease_ttl).unwrap_or(chrono::Duration::MAX);
+        jobs::start(self, kind, asset_id, params, Some((owner, ttl)), ms(now)).await
+    }
+
+    async fn renew_job_leases(
+        &self,
+        owner: &Id,
+        lease_ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Id>> {
+        let ttl = chrono::Duration::from_std(lease_ttl).unwrap_or(chrono::Duration::MAX);
+        jobs::renew_leases(self, owner, ms(now + ttl)).await
+    }
+
+    async fn claim_orphaned_jobs(
+        &self,
+        claimer: &Id,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedJob>> {
+        jobs::claim_orphaned(self, claimer, limit, ms(now)).await
     }
 
     async fn get_job(&self, id: &Id) -> Result<Job> {
@@ -463,8 +525,13 @@ impl Catalog for SqlCatalog {
         jobs::finish(self, id, outcome, ms(now)).await
     }
 
-    async fn fail_interrupted_jobs(&self, reason: &str, now: DateTime<Utc>) -> Result<Vec<Job>> {
-        jobs::fail_interrupted(self, reason, ms(now)).await
+    async fn fail_interrupted_jobs(
+        &self,
+        owner: Option<&Id>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Job>> {
+        jobs::fail_interrupted(self, owner, reason, ms(now)).await
     }
 
     async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, u64)>> {

@@ -14,8 +14,8 @@ use sqlx::{Any, Transaction};
 use vega_core::{Asset, Id, Manifest, Segment, Version};
 
 use super::codec::{self, db};
-use super::{assets, SqlCatalog};
-use crate::{CatalogError, Result};
+use super::{assets, jobs, SqlCatalog};
+use crate::{CatalogError, Result, StreamFlush};
 
 const VERSIONS: &str = "versions";
 const SEGMENTS: &str = "segments";
@@ -101,6 +101,9 @@ pub(super) async fn publish_with_watermark(
     let mut w = catalog.write_tx(action).await?;
     assets::lock_existing(&mut w.tx, asset_id).await?;
     let version = publish_in(&mut w.tx, asset_id, manifest, job_id, now, action).await?;
+    if let Some(job_id) = job_id {
+        jobs::fence_result(&mut w.tx, job_id, version.number, now, action).await?;
+    }
     if let Some(watermark) = watermark {
         sqlx::query("UPDATE assets SET watermark_json = $2 WHERE id = $1")
             .bind(asset_id.as_str())
@@ -259,21 +262,7 @@ pub(super) async fn append(
             if version.manifest.schema != schema {
                 return Err(schema_changed(asset_id));
             }
-            let row = sqlx::query(
-                "SELECT COALESCE(MAX(ordinal), -1) AS highest FROM segments \
-                 WHERE asset_id = $1 AND version = $2",
-            )
-            .bind(asset_id.as_str())
-            .bind(i64::from(number))
-            .fetch_one(&mut *w.tx)
-            .await
-            .map_err(db(action))?;
-            let highest: i64 = codec::col(&row, SEGMENTS, "highest")?;
-            let first = highest.checked_add(1).ok_or_else(|| {
-                codec::corrupt(SEGMENTS, format!("ordinal {highest} leaves no next one"))
-            })?;
-            insert_segments(&mut w.tx, asset_id, number, first, &segments, action).await?;
-            version.manifest.segments.extend(segments);
+            append_to(&mut w.tx, &mut version, segments, action).await?;
             version
         }
         None => {
@@ -281,8 +270,179 @@ pub(super) async fn append(
             publish_in(&mut w.tx, asset_id, manifest, job_id, now, action).await?
         }
     };
+    if let Some(job_id) = job_id {
+        jobs::fence_result(&mut w.tx, job_id, version.number, now, action).await?;
+    }
     w.commit(action).await?;
     Ok(version)
+}
+
+/// Adds `segments` after `version`'s own, in the caller's transaction.
+async fn append_to(
+    tx: &mut Transaction<'static, Any>,
+    version: &mut Version,
+    segments: Vec<Segment>,
+    action: &'static str,
+) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT COALESCE(MAX(ordinal), -1) AS highest FROM segments \
+         WHERE asset_id = $1 AND version = $2",
+    )
+    .bind(version.asset_id.as_str())
+    .bind(i64::from(version.number))
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db(action))?;
+    let highest: i64 = codec::col(&row, SEGMENTS, "highest")?;
+    let first = highest
+        .checked_add(1)
+        .ok_or_else(|| codec::corrupt(SEGMENTS, format!("ordinal {highest} leaves no next one")))?;
+    insert_segments(
+        tx,
+        &version.asset_id,
+        version.number,
+        first,
+        &segments,
+        action,
+    )
+    .await?;
+    version.manifest.segments.extend(segments);
+    Ok(())
+}
+
+/// A flush of streamed rows ([`StreamFlush`]), in one transaction: the
+/// lease (if any) is checked and locked, the segments join the active
+/// version — or, when the flush brings new columns, a new version holds
+/// the active one's segments and the new ones under the wider schema (or,
+/// with no active version, the new ones alone) — and the flushed sequence
+/// number of the flush's log is merged into the asset's watermark.
+pub(super) async fn flush_stream(
+    catalog: &SqlCatalog,
+    asset_id: &Id,
+    flush: StreamFlush,
+    now: DateTime<Utc>,
+) -> Result<Version> {
+    let action = "flushing streamed rows";
+    let mut w = catalog.write_tx(action).await?;
+    if let Some(fence) = &flush.lease {
+        super::cluster::fence(catalog, &mut w.tx, fence, now, action).await?;
+    }
+    assets::lock_existing(&mut w.tx, asset_id).await?;
+    let asset = assets::load(&mut w.tx, asset_id).await?;
+    let active = match asset.active_version {
+        Some(number) => load(&mut w.tx, asset_id, number, action).await?,
+        None => None,
+    };
+    let wider = match &active {
+        Some(v) => {
+            widen(&v.manifest.schema, &flush.schema).map_err(|message| CatalogError::Conflict {
+                message: format!("asset {asset_id}: {message}"),
+                existing: None,
+            })?
+        }
+        None => Some(flush.schema.clone()),
+    };
+    let version = match (active, wider) {
+        (Some(mut version), None) => {
+            append_to(&mut w.tx, &mut version, flush.segments, action).await?;
+            sqlx::query("UPDATE assets SET updated_at = $2 WHERE id = $1")
+                .bind(asset_id.as_str())
+                .bind(codec::time(now))
+                .execute(&mut *w.tx)
+                .await
+                .map_err(db(action))?;
+            version
+        }
+        (active, wider) => {
+            let mut segments = active.map(|v| v.manifest.segments).unwrap_or_default();
+            segments.extend(flush.segments);
+            let manifest = Manifest {
+                schema: wider.unwrap_or(flush.schema),
+                segments,
+            };
+            publish_in(&mut w.tx, asset_id, manifest, None, now, action).await?
+        }
+    };
+    let watermark =
+        merge_stream_watermark(asset.watermark, flush.wal.as_deref(), flush.through_seq);
+    sqlx::query("UPDATE assets SET watermark_json = $2 WHERE id = $1")
+        .bind(asset_id.as_str())
+        .bind(watermark.to_string())
+        .execute(&mut *w.tx)
+        .await
+        .map_err(db(action))?;
+    w.commit(action).await?;
+    Ok(version)
+}
+
+/// Whether rows of schema `flush` fit the active version's schema
+/// `active` (both Arrow schemas as JSON): `None` when every field of
+/// `flush` is in `active` as it is (views read segments by column name, so
+/// a missing column reads as NULL); otherwise `active` widened by the
+/// fields it lacks, in `flush`'s order. A field of both with different
+/// definitions is an error naming it.
+fn widen(
+    active: &serde_json::Value,
+    flush: &serde_json::Value,
+) -> std::result::Result<Option<serde_json::Value>, String> {
+    let fields = |s: &serde_json::Value| s["fields"].as_array().cloned().unwrap_or_default();
+    let name = |f: &serde_json::Value| f["name"].as_str().unwrap_or_default().to_string();
+    let (mut all, new) = (fields(active), fields(flush));
+    let mut added = false;
+    for field in new {
+        match all.iter().find(|f| name(f) == name(&field)) {
+            Some(existing) if existing["data_type"] == field["data_type"] => {}
+            Some(existing) => {
+                return Err(format!(
+                    "column {} is {} in the active version but {} in the flushed rows",
+                    name(&field),
+                    existing["data_type"],
+                    field["data_type"]
+                ))
+            }
+            None => {
+                all.push(field);
+                added = true;
+            }
+        }
+    }
+    if !added {
+        return Ok(None);
+    }
+    let mut wider = active.clone();
+    wider["fields"] = serde_json::Value::Array(all);
+    Ok(Some(wider))
+}
+
+/// A stream asset's watermark with `log`'s flushed sequence number set to
+/// `seq`: `{"wal_seq": N}` for the embedded log (`None`), `{"wals": {id: N}}`
+/// for a node's log in shared storage; other entries are kept.
+pub fn merge_stream_watermark(
+    current: Option<serde_json::Value>,
+    log: Option<&str>,
+    seq: u64,
+) -> serde_json::Value {
+    let mut wm = match current {
+        Some(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    match log {
+        None => {
+            wm.insert("wal_seq".into(), seq.into());
+        }
+        Some(id) => {
+            let wals = wm
+                .entry("wals")
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !wals.is_object() {
+                *wals = serde_json::Value::Object(Default::default());
+            }
+            if let Some(map) = wals.as_object_mut() {
+                map.insert(id.to_string(), seq.into());
+            }
+        }
+    }
+    serde_json::Value::Object(wm)
 }
 
 /// A version with its segments, inside a transaction; `None` when the asset

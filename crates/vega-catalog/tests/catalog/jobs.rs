@@ -481,7 +481,7 @@ async fn interrupted_jobs_are_failed_and_returned() {
 
     let failed = f
         .catalog
-        .fail_interrupted_jobs("node restarted", t(10))
+        .fail_interrupted_jobs(None, "node restarted", t(10))
         .await
         .unwrap();
     let ids: Vec<&Id> = failed.iter().map(|j| &j.id).collect();
@@ -508,7 +508,7 @@ async fn failing_interrupted_jobs_with_none_running_returns_nothing() {
     let f = Fixture::new().await;
     assert!(f
         .catalog
-        .fail_interrupted_jobs("restart", t(1))
+        .fail_interrupted_jobs(None, "restart", t(1))
         .await
         .unwrap()
         .is_empty());

@@ -293,7 +293,8 @@ async fn migration_0002_applies_to_a_catalog_made_with_only_0001() {
             (1, "initial".to_string()),
             (2, "schedules_and_watermarks".to_string()),
             (3, "retention".to_string()),
-            (4, "cluster".to_string())
+            (4, "cluster".to_string()),
+            (5, "job_leases".to_string())
         ]
     );
     let asset = catalog.get_asset(&id).await.unwrap();

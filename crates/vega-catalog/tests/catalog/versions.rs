@@ -71,7 +71,12 @@ async fn manifest_round_trips_with_schema_and_segments_in_order() {
     let mut m = manifest("a", 5);
     // Paths deliberately not in sorted order: the manifest order must win.
     m.segments.reverse();
-    let job_id = Id::new(IdKind::Job, 5);
+    let job_id = f
+        .catalog
+        .start_job(JobKind::Sync, Some(&a.id), json!({}), t(3))
+        .await
+        .unwrap()
+        .id;
     let published = f
         .catalog
         .publish_version(&a.id, m.clone(), Some(&job_id), t(4))
@@ -441,7 +446,12 @@ async fn append_adds_segments_after_the_active_versions_and_moves_the_watermark(
 async fn append_without_a_version_creates_version_one_and_activates_it() {
     let f = Fixture::new().await;
     let a = f.with_asset().await;
-    let job_id = Id::new(IdKind::Job, 5);
+    let job_id = f
+        .catalog
+        .start_job(JobKind::Sync, Some(&a.id), json!({}), t(3))
+        .await
+        .unwrap()
+        .id;
     let schema = manifest("a", 0).schema;
     let v = f
         .catalog

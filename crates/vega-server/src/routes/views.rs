@@ -143,6 +143,10 @@ pub struct JobView {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// The node running the job (`node_…`).
+    pub node_id: Option<String>,
+    /// Until when that node's hold on the job lasts unless renewed.
+    pub lease_expires_at: Option<String>,
 }
 
 impl From<Job> for JobView {
@@ -162,6 +166,8 @@ impl From<Job> for JobView {
             created_at: to_catalog_time(j.created_at),
             started_at: j.started_at.map(to_catalog_time),
             finished_at: j.finished_at.map(to_catalog_time),
+            node_id: j.owner.map(|o| o.to_string()),
+            lease_expires_at: j.lease_expires_at.map(to_catalog_time),
         }
     }
 }

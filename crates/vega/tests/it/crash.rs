@@ -152,3 +152,36 @@ fn crash_after_checks_loses_nothing_and_the_job_runs_again() {
 fn crash_after_publish_keeps_the_new_version_and_the_job_runs_again() {
     crash_at("sync.after_publish");
 }
+
+#[test]
+fn an_asset_whose_files_are_gone_does_not_stop_the_node() {
+    let src = SourceDir::new();
+    src.write("a.csv", "x\n1\n");
+    src.write("b.csv", "y\n2\n");
+    let mut vega = TestServer::start_with(Options {
+        allowed_roots: vec![src.path()],
+        ..Options::default()
+    });
+    let _tmp = vega.take_tmp();
+    let data_dir = vega.data_dir.clone();
+    let con = vega.file_connection("files", &src.path());
+    let a = vega.asset(&con, "s", "a", json!({ "path": "a.csv" }));
+    let b = vega.asset(&con, "s", "b", json!({ "path": "b.csv" }));
+    assert_eq!(vega.sync(&a)["state"], "succeeded");
+    assert_eq!(vega.sync(&b)["state"], "succeeded");
+    vega.kill9();
+    std::fs::remove_dir_all(data_dir.join("segments").join(&a)).unwrap();
+    let vega = TestServer::start_with(Options {
+        allowed_roots: vec![src.path()],
+        data_dir: Some(data_dir.clone()),
+        ..Options::default()
+    });
+    assert_eq!(vega.sql("SELECT y FROM s.b")["rows"], json!([[2]]));
+    let r = vega.post("/api/v1/query", &json!({ "sql": "SELECT x FROM s.a" }));
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.code(), "unknown_asset");
+    assert!(
+        vega.logs().contains("cannot be read on this node"),
+        "the missing files are logged"
+    );
+}

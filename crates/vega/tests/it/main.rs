@@ -7,6 +7,7 @@ mod auth;
 mod bench;
 mod catalog_postgres;
 mod cli;
+mod cluster;
 mod crash;
 mod incremental;
 mod ingest;

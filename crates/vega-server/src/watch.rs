@@ -1,0 +1,152 @@
+//! Keeps this node's engine in step with changes other nodes make to the
+//! shared catalog: on every heartbeat the assets are listed (one cheap
+//! query, no manifests), and an asset whose active version or update time
+//! moved since the last look has its view re-pointed at its active version
+//! (a sync or rollback on another node, or another node's flush of
+//! streamed rows); an asset deleted elsewhere is dropped from the engine.
+//! So every node serves what any node published within about one
+//! heartbeat interval. Live rows of this node's own stream writes stay in
+//! the view (re-pointing keeps them).
+//!
+//! On a single node the same code runs and finds its own changes already
+//! applied: it re-points nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use vega_catalog::{Catalog, CatalogError};
+use vega_core::{Asset, Id};
+use vega_ingest::IngestService;
+use vega_query::QueryEngine;
+use vega_storage::SegmentStore;
+
+use crate::publish::register_version;
+
+/// What an asset looked like at a look: its active version and update time.
+type Seen = (Option<u32>, DateTime<Utc>);
+
+pub struct CatalogWatch {
+    pub catalog: Arc<dyn Catalog>,
+    pub engine: Arc<QueryEngine>,
+    pub store: Arc<SegmentStore>,
+    pub ingest: Arc<IngestService>,
+    /// What each asset looked like at the last look (active version,
+    /// update time).
+    pub seen: Mutex<HashMap<Id, Seen>>,
+}
+
+impl CatalogWatch {
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        engine: Arc<QueryEngine>,
+        store: Arc<SegmentStore>,
+        ingest: Arc<IngestService>,
+    ) -> Self {
+        Self {
+            catalog,
+            engine,
+            store,
+            ingest,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One look at the catalog; applies what changed.
+    pub async fn poll(&self) {
+        let assets = match self.catalog.list_assets().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing assets for changes failed");
+                return;
+            }
+        };
+        let changed: Vec<Asset> = {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            assets
+                .iter()
+                .filter(|a| seen.get(&a.id) != Some(&(a.active_version, a.updated_at)))
+                .cloned()
+                .collect()
+        };
+        let gone: Vec<Id> = {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.keys()
+                .filter(|id| !assets.iter().any(|a| &a.id == *id))
+                .cloned()
+                .collect()
+        };
+        for asset in &changed {
+            if self.apply(asset).await {
+                self.seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(asset.id.clone(), (asset.active_version, asset.updated_at));
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let registered = self.engine.registered();
+        for id in gone {
+            self.seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            // The asset is gone from the catalog: its name is free, so any
+            // view under a name no remaining asset has is dropped.
+            for view in &registered {
+                let still = assets
+                    .iter()
+                    .any(|a| a.namespace == view.namespace && a.name == view.name);
+                if !still {
+                    tracing::info!(asset = %format!("{}.{}", view.namespace, view.name),
+                        "asset deleted on another node; dropping its view");
+                    let _ = self.engine.unregister(&view.namespace, &view.name);
+                }
+            }
+        }
+    }
+
+    /// Re-points `asset`'s view when the engine serves something older than
+    /// its active version. Returns whether the asset is now in step.
+    async fn apply(&self, asset: &Asset) -> bool {
+        let registered = self
+            .engine
+            .registered()
+            .into_iter()
+            .find(|v| v.namespace == asset.namespace && v.name == asset.name);
+        let Some(number) = asset.active_version else {
+            return true;
+        };
+        let version = match self.catalog.get_version(&asset.id, number).await {
+            Ok(v) => v,
+            Err(CatalogError::NotFound { .. }) => return false,
+            Err(e) => {
+                tracing::debug!(asset = %asset.qualified_name(), error = %e, "reading a changed asset's version failed");
+                return false;
+            }
+        };
+        // Already served: the same version with at least these files (this
+        // node made the change, or a flush here is ahead of this read).
+        if let Some(view) = &registered {
+            if view.version == number && view.files.len() >= version.manifest.segments.len() {
+                return true;
+            }
+        }
+        match register_version(&self.engine, &self.store, asset, &version) {
+            Ok(()) => {
+                tracing::info!(asset = %asset.qualified_name(), version = %version.label(),
+                    segments = version.manifest.segments.len(), "serving a version published on another node");
+                // A stream asset's cached schema follows the new version.
+                self.ingest.refresh(asset, &version);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(asset = %asset.qualified_name(), version = %version.label(), error = %e,
+                    "the active version published on another node cannot be served here yet");
+                false
+            }
+        }
+    }
+}

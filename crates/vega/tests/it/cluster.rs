@@ -1,0 +1,286 @@
+//! Nodes sharing one PostgreSQL catalog: a running sync job moves to a
+//! survivor when its node is killed, and a node cut off from the catalog
+//! stops its leased work, which then runs exactly once elsewhere.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vega_testkit::postgres::TestPostgres;
+use vega_testkit::proxy::CutProxy;
+
+use crate::server::{Options, TestServer};
+
+/// Heartbeats and leases short enough for a test; the lease TTL is what a
+/// takeover waits for.
+const CLUSTER_YAML: &str = "cluster:\n  heartbeat_interval: 200ms\n  lease_ttl: 1500ms\n";
+
+/// A source query that takes `secs` seconds before it yields its 3 rows.
+fn slow_query(secs: u32) -> String {
+    format!("SELECT g AS x FROM generate_series(1, 3) g CROSS JOIN (SELECT pg_sleep({secs})) s")
+}
+
+fn node(pg: &TestPostgres, name: &str, catalog_url: &str) -> TestServer {
+    TestServer::start_with(Options {
+        env: vec![("PG_TEST_PASSWORD".into(), pg.password().to_string())],
+        extra_yaml: format!(
+            "node:\n  name: {name}\ncatalog:\n  url: \"{catalog_url}\"\n{CLUSTER_YAML}sync:\n  max_attempts: 1\n"
+        ),
+        ..Options::default()
+    })
+}
+
+/// A PostgreSQL connection and an asset whose sync takes `secs` seconds.
+fn slow_asset(vega: &TestServer, pg: &TestPostgres, secs: u32) -> String {
+    let r = vega.post(
+        "/api/v1/connections",
+        &json!({ "name": "pg", "type": "postgres", "params": {
+            "host": pg.host(), "port": pg.port(), "database": pg.database(), "user": pg.user(),
+            "password": { "env": "PG_TEST_PASSWORD" } } }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let con = r.json()["id"].as_str().unwrap().to_string();
+    vega.asset(&con, "plant", "slow", json!({ "query": slow_query(secs) }))
+}
+
+fn jobs_of(vega: &TestServer, asset: &str) -> Vec<Value> {
+    vega.get(&format!("/api/v1/jobs?asset_id={asset}"))
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits until a job other than `old` exists for `asset`; returns it.
+fn wait_for_new_job(vega: &TestServer, asset: &str, old: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(j) = jobs_of(vega, asset).into_iter().find(|j| j["id"] != old) {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node took the job over within {within:?}\n{}",
+            vega.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn started_on(vega: &TestServer, asset: &str) -> String {
+    let r = vega.post(
+        &format!("/api/v1/assets/{asset}/sync?mode=full"),
+        &json!({}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_running_job_moves_to_a_survivor_when_its_node_is_killed() {
+    let pg = TestPostgres::start();
+    let mut a = node(&pg, "node-a", &pg.url());
+    let b = node(&pg, "node-b", &pg.url());
+    let asset = slow_asset(&a, &pg, 4);
+    let job = started_on(&a, &asset);
+    std::thread::sleep(Duration::from_millis(500));
+    a.kill9();
+    let killed = Instant::now();
+
+    let resumed = wait_for_new_job(&b, &asset, &job, Duration::from_secs(20));
+    let took_over = killed.elapsed();
+    let old = b.get(&format!("/api/v1/jobs/{job}")).json();
+    assert_eq!(old["state"], "failed", "{old}");
+    let error = old["error"].as_str().unwrap();
+    assert!(error.starts_with("interrupted:"), "{error}");
+    let resumed = b.wait_job(resumed["id"].as_str().unwrap());
+    assert_eq!(resumed["state"], "succeeded", "{resumed}\n{}", b.logs());
+    assert_eq!(
+        b.sql("SELECT count(*) FROM plant.slow")["rows"],
+        json!([[3]])
+    );
+    // It ran once to completion: exactly one version.
+    let versions = b.get(&format!("/api/v1/assets/{asset}/versions")).json();
+    assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
+    eprintln!(
+        "job taken over {took_over:?} after its node was killed (lease TTL 1.5 s, heartbeat 200 ms)"
+    );
+    assert!(
+        took_over < Duration::from_secs(10),
+        "taken over within the lease TTL plus a few heartbeats: {took_over:?}"
+    );
+}
+
+#[test]
+fn a_node_cut_off_from_the_catalog_stops_its_job_and_the_job_runs_once_elsewhere() {
+    let pg = TestPostgres::start();
+    let target: SocketAddr = format!("{}:{}", pg.host(), pg.port()).parse().unwrap();
+    let proxy = CutProxy::start(target).unwrap();
+    // Node A reaches the catalog only through the proxy; the source (the
+    // same server) directly.
+    let via_proxy = pg.url().replace(
+        &format!(":{}/", pg.port()),
+        &format!(":{}/", proxy.addr().port()),
+    );
+    assert_ne!(via_proxy, pg.url());
+    let a = node(&pg, "node-a", &via_proxy);
+    let b = node(&pg, "node-b", &pg.url());
+    let asset = slow_asset(&a, &pg, 4);
+    let job = started_on(&a, &asset);
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.cut();
+    let cut = Instant::now();
+
+    let resumed = wait_for_new_job(&b, &asset, &job, Duration::from_secs(20));
+    eprintln!(
+        "job taken over {:?} after its node was cut off",
+        cut.elapsed()
+    );
+    let resumed = b.wait_job(resumed["id"].as_str().unwrap());
+    assert_eq!(resumed["state"], "succeeded", "{resumed}\n{}", b.logs());
+    // Node A stopped the job when it could not renew its lease.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.logs().contains("this node lost its lease") {
+        assert!(
+            Instant::now() < deadline,
+            "node A kept its job\n{}",
+            a.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A's source read ends now (its query slept 4 s); give it the time to
+    // try, then let it reach the catalog again.
+    std::thread::sleep(Duration::from_secs(5));
+    proxy.restore();
+    std::thread::sleep(Duration::from_secs(2));
+    let versions = b.get(&format!("/api/v1/assets/{asset}/versions")).json();
+    assert_eq!(
+        versions.as_array().unwrap().len(),
+        1,
+        "the job ran to a result once: {versions}\n{}",
+        a.logs()
+    );
+    let old = b.get(&format!("/api/v1/jobs/{job}")).json();
+    assert_eq!(old["state"], "failed", "{old}");
+    assert_eq!(
+        b.sql("SELECT count(*) FROM plant.slow")["rows"],
+        json!([[3]])
+    );
+}
+
+/// Waits until `sql` on `vega` answers `rows`.
+fn wait_rows(vega: &TestServer, sql: &str, rows: Value, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = vega.post("/api/v1/query", &json!({ "sql": sql }));
+        if r.status == 200 && r.json()["rows"] == rows {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql} never answered {rows}: last {} {}\n{}",
+            r.status,
+            r.text,
+            vega.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Two nodes on one catalog and one shared directory: what either
+/// publishes, rolls back or flushes, the other serves within about a
+/// heartbeat; both stream into one asset under their own watermarks, and a
+/// restart replays exactly its own unflushed rows.
+#[test]
+fn nodes_sharing_storage_serve_each_others_versions_and_streamed_rows() {
+    let pg = TestPostgres::start();
+    let shared = tempfile::tempdir().unwrap();
+    let src = crate::server::SourceDir::new();
+    src.write("t.csv", "a\n1\n2\n");
+    let start = |name: &str, data_dir: Option<std::path::PathBuf>| {
+        TestServer::start_with(Options {
+            extra_yaml: format!(
+                "node:\n  name: {name}\ncatalog:\n  url: \"{}\"\n{CLUSTER_YAML}storage:\n  shared_dir: \"{}\"\ningest:\n  flush_age: 200ms\n",
+                pg.url(),
+                shared.path().display()
+            ),
+            allowed_roots: vec![src.path()],
+            data_dir,
+            ..Options::default()
+        })
+    };
+    let a = start("node-a", None);
+    let mut b = start("node-b", None);
+
+    // A sync on A is served by B; a rollback on B is followed by A.
+    let con = a.file_connection("files", &src.path());
+    let asset = a.asset(&con, "s", "t", json!({ "path": "t.csv" }));
+    assert_eq!(a.sync(&asset)["state"], "succeeded");
+    wait_rows(
+        &b,
+        "SELECT count(*) FROM s.t",
+        json!([[2]]),
+        Duration::from_secs(10),
+    );
+    src.write("t.csv", "a\n1\n2\n3\n");
+    assert_eq!(a.sync(&asset)["state"], "succeeded");
+    wait_rows(
+        &b,
+        "SELECT count(*) FROM s.t",
+        json!([[3]]),
+        Duration::from_secs(10),
+    );
+    let r = b.post(
+        &format!("/api/v1/assets/{asset}/rollback?version=v1"),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_rows(
+        &a,
+        "SELECT count(*) FROM s.t",
+        json!([[2]]),
+        Duration::from_secs(10),
+    );
+
+    // Both nodes stream into one asset.
+    let lines = |node: &str, from: u32| -> String {
+        (from..from + 10)
+            .map(|i| format!("m,node={node} v={i}i {i}\n"))
+            .collect()
+    };
+    for round in 0..3 {
+        let r = a.post_text("/api/v2/write?bucket=tele", lines("a", round * 10), &[]);
+        assert_eq!(r.status, 204, "{}", r.text);
+        let r = b.post_text("/api/v2/write?bucket=tele", lines("b", round * 10), &[]);
+        assert_eq!(r.status, 204, "{}", r.text);
+    }
+    let by_node = "SELECT node, count(*) FROM tele.m GROUP BY node ORDER BY node";
+    let all = json!([["a", 30], ["b", 30]]);
+    wait_rows(&a, by_node, all.clone(), Duration::from_secs(10));
+    wait_rows(&b, by_node, all.clone(), Duration::from_secs(10));
+    let r = a.get("/api/v1/assets").json();
+    let stream = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["namespace"] == "tele")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let asset_json = a.get(&format!("/api/v1/assets/{stream}")).json();
+    let wals = &asset_json["watermark"]["wals"];
+    assert_eq!(wals.as_object().map(|m| m.len()), Some(2), "{asset_json}");
+
+    // B writes once more and is killed before it flushes; its restart
+    // replays only that write, once.
+    let b_dir = b.data_dir.clone();
+    let _tmp = b.take_tmp();
+    let r = b.post_text("/api/v2/write?bucket=tele", lines("b", 100), &[]);
+    assert_eq!(r.status, 204, "{}", r.text);
+    b.kill9();
+    let b = start("node-b", Some(b_dir));
+    let all = json!([["a", 30], ["b", 40]]);
+    wait_rows(&b, by_node, all.clone(), Duration::from_secs(10));
+    wait_rows(&a, by_node, all, Duration::from_secs(10));
+}
