@@ -14,8 +14,8 @@ pub mod service;
 pub use codec::DedupKey;
 pub use error::IngestError;
 pub use service::{
-    IngestObserver, IngestOptions, IngestService, IngestStats, LiveRows, WriteReport,
-    LINE_PROTOCOL_CONNECTION,
+    log_lease_name, AdoptReport, IngestObserver, IngestOptions, IngestService, IngestStats,
+    LiveRows, WriteReport, LINE_PROTOCOL_CONNECTION,
 };
 
 #[cfg(test)]

@@ -27,15 +27,18 @@ use arrow::record_batch::RecordBatch;
 use serde_json::json;
 use vega_catalog::{Catalog, CatalogError, StreamFlush};
 use vega_core::{
-    Asset, AssetChecks, Clock, ConnectorKind, Id, Manifest, NewAsset, NewConnection, Point,
-    SyncMode, Version,
+    Asset, AssetChecks, Clock, ConnectorKind, Id, NewAsset, NewConnection, Point, SyncMode, Version,
 };
-use vega_storage::{schema_from_manifest, SegmentStore, WriteOptions};
+use vega_storage::{schema_from_manifest, SegmentStore};
 use vega_wal::{Wal, WalError, WalOptions};
+
+mod adopt;
+
+pub use adopt::{log_lease_name, AdoptReport};
 
 use crate::codec::{self, DedupKey};
 use crate::error::IngestError;
-use crate::schema::{conform, point_bytes, AssetSchema};
+use crate::schema::{point_bytes, AssetSchema};
 
 /// The file (in the log directory) holding delivery keys of removed records.
 const RECENT_FILE: &str = "delivery-keys";
@@ -68,6 +71,9 @@ pub trait LiveRows: Send + Sync {
     fn append(&self, asset: &Asset, seq: u64, batch: &RecordBatch) -> Result<(), String>;
     /// `version` (now active) holds every row up to record `through_seq`.
     fn flushed(&self, asset: &Asset, version: &Version, through_seq: u64) -> Result<(), String>;
+    /// `version` (now active) holds rows of another node's log: serve it,
+    /// keeping this node's own live rows.
+    fn published(&self, asset: &Asset, version: &Version) -> Result<(), String>;
 }
 
 /// Hooks for metrics; every method has a no-op default.
@@ -145,6 +151,8 @@ pub struct IngestService {
     /// A write was refused for lack of room: flush everything.
     pressure: std::sync::atomic::AtomicBool,
     last_flush_error: Mutex<Option<String>>,
+    /// This node's hold on the lease of its own (shared) log.
+    own_lease: Mutex<Option<adopt::OwnLease>>,
 }
 
 impl std::fmt::Debug for IngestService {
@@ -229,6 +237,7 @@ impl IngestService {
             flush_wanted: tokio::sync::Notify::new(),
             pressure: std::sync::atomic::AtomicBool::new(false),
             last_flush_error: Mutex::new(None),
+            own_lease: Mutex::new(None),
         });
         service.load_recent()?;
         service.replay(records).await?;
@@ -481,6 +490,7 @@ impl IngestService {
                 });
             }
         }
+        self.check_own_lease()?;
         let _gate = state.gate.read().await;
         let mut report = WriteReport::default();
         let name = asset.qualified_name();
@@ -512,7 +522,11 @@ impl IngestService {
                 return Err(wal_error(e));
             }
         };
-        // Durable from here on: a failure below is repaired by replay.
+        // Durable from here on: a failure below is repaired by replay. It
+        // is acknowledged only if this node still held its log's lease when
+        // the log made it durable (another node may be taking the log over
+        // from then on).
+        let fenced = self.check_own_lease().err();
         let mut buffer = lock(&state.buffer);
         let batch = buffer
             .schema
@@ -534,6 +548,9 @@ impl IngestService {
                 "the rows are durable but not yet visible to queries: {e}"
             ))
         })?;
+        if let Some(e) = fenced {
+            return Err(e);
+        }
         self.observer.written(asset, rows, bytes);
         report.accepted = accepted.len();
         Ok(report)
@@ -707,37 +724,13 @@ impl IngestService {
     ) -> Result<Version, IngestError> {
         let staging_id = format!("ingest-{}{through:020}", self.staging_prefix());
         let hold = self.store.hold(&format!("{}/{staging_id}", asset.id));
-        let store = self.store.clone();
-        let asset_id = asset.id.clone();
         let batches: Vec<RecordBatch> = taken.iter().map(|t| t.batch.clone()).collect();
-        let schema_for_write = schema.clone();
-        let manifest: Manifest = tokio::task::spawn_blocking(move || {
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            let mut staged = store
-                .stage(
-                    &asset_id,
-                    &staging_id,
-                    schema_for_write.clone(),
-                    WriteOptions {
-                        rows_per_segment: rows.max(1),
-                        ..WriteOptions::default()
-                    },
-                )
-                .map_err(|e| IngestError::Unavailable(format!("writing a segment: {e}")))?;
-            for b in &batches {
-                let b = conform(b, &schema_for_write)
-                    .map_err(|e| IngestError::Internal(format!("shaping rows: {e}")))?;
-                if let Err(e) = staged.write(&b) {
-                    let _ = staged.abort();
-                    return Err(IngestError::Unavailable(format!("writing a segment: {e}")));
-                }
-            }
-            staged
-                .finish()
-                .map_err(|e| IngestError::Unavailable(format!("writing a segment: {e}")))
-        })
-        .await
-        .map_err(|e| IngestError::Internal(format!("flush thread: {e}")))??;
+        let manifest = self
+            .stage_segment(&asset.id, &staging_id, schema.clone(), batches)
+            .await?;
+        // A flush of a shared log is fenced by its lease: once another node
+        // has taken the log over, this one's flushes are refused.
+        let lease = self.check_own_lease()?;
         // One catalog transaction appends the segment to the active version
         // as it is now (another node, retention or a rollback may have
         // changed it since the last flush; new columns make a wider
@@ -751,7 +744,7 @@ impl IngestService {
                     through_seq: through,
                     schema: manifest.schema,
                     segments: manifest.segments,
-                    lease: None,
+                    lease,
                 },
                 self.clock.now(),
             )
@@ -784,13 +777,19 @@ impl IngestService {
 
     /// Loads the delivery keys saved before log files were removed.
     fn load_recent(&self) -> Result<(), IngestError> {
-        let bytes = match std::fs::read(self.recent_path()) {
+        self.merge_recent_file(&self.recent_path())
+    }
+
+    /// Adds the delivery keys saved in `path` (if it exists) to the known
+    /// ones.
+    fn merge_recent_file(&self, path: &std::path::Path) -> Result<(), IngestError> {
+        let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
                 return Err(IngestError::Internal(format!(
                     "reading {}: {e}",
-                    self.recent_path().display()
+                    path.display()
                 )))
             }
         };

@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
-use vega_catalog::{Catalog, SqlCatalog};
-use vega_core::{Asset, FieldValue, Point, SystemClock, Version};
+use std::time::Instant;
+
+use vega_catalog::{Catalog, LeaseFence, SqlCatalog};
+use vega_core::{Asset, FieldValue, Id, IdKind, Point, SystemClock, Version};
 use vega_storage::SegmentStore;
 
-use crate::service::{IngestObserver, IngestOptions, IngestService, LiveRows};
+use crate::service::{log_lease_name, IngestObserver, IngestOptions, IngestService, LiveRows};
 
 /// Rows per asset as a query would see them: flushed versions' row counts
 /// plus live rows not yet flushed.
@@ -34,6 +36,9 @@ impl LiveRows for Recorder {
             .lock()
             .unwrap()
             .retain(|(n, seq, _)| !(n == &name && *seq <= through));
+        Ok(())
+    }
+    fn published(&self, _asset: &Asset, _v: &Version) -> Result<(), String> {
         Ok(())
     }
 }
@@ -305,6 +310,8 @@ async fn two_logs_writing_one_asset_keep_separate_watermarks() {
     };
     let (a, _) = open_as("node_a").await;
     let (b, _) = open_as("node_b").await;
+    hold_own_lease(catalog.as_ref(), &a, "node_a").await;
+    hold_own_lease(catalog.as_ref(), &b, "node_b").await;
     let asset = a.line_protocol_asset("plant", "shared").await.unwrap();
     // Both logs number their records from 1: the watermarks must not mix.
     for i in 0..3 {
@@ -332,8 +339,158 @@ async fn two_logs_writing_one_asset_keep_separate_watermarks() {
     let (a, live_a) = open_as("node_a").await;
     assert_eq!(live_a.live_rows(), 0, "A had flushed everything of its own");
     let (b, live_b) = open_as("node_b").await;
+    hold_own_lease(catalog.as_ref(), &b, "node_b").await;
     assert_eq!(live_b.live_rows(), 7, "B replays only its unflushed write");
     b.flush_due(true).await;
     assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 42);
     drop(a);
+}
+
+/// Takes (or renews) the lease of `service`'s own log for a minute.
+async fn hold_own_lease(
+    catalog: &dyn Catalog,
+    service: &IngestService,
+    wal_id: &str,
+) -> LeaseFence {
+    let holder = node_id(wal_id);
+    let lease = catalog
+        .acquire_lease(
+            &log_lease_name(wal_id),
+            &holder,
+            Duration::from_secs(60),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    let fence = LeaseFence {
+        name: lease.name,
+        holder,
+        token: lease.token,
+    };
+    service.set_own_lease(fence.clone(), Instant::now() + Duration::from_secs(60));
+    fence
+}
+
+/// A stable node id per name, so that a test can hold leases as "node_a".
+fn node_id(name: &str) -> Id {
+    let last = name.chars().last().unwrap_or('0');
+    Id::parse(IdKind::Node, &format!("node_{:0>26}", last)).unwrap()
+}
+
+/// A shared log without its lease refuses writes (nothing is acknowledged
+/// that another node might already be taking over).
+#[tokio::test]
+async fn a_shared_log_refuses_writes_without_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(
+        SqlCatalog::open_sqlite(&dir.path().join("catalog.db"))
+            .await
+            .unwrap(),
+    );
+    let mut o = options(dir.path());
+    o.wal_dir = dir.path().join("wal").join("n1");
+    o.wal_id = Some("n1".into());
+    let service = IngestService::open(
+        catalog.clone(),
+        Arc::new(SegmentStore::open(dir.path().join("segments")).unwrap()),
+        Arc::new(Recorder::default()),
+        Arc::new(NoMetrics),
+        Arc::new(SystemClock),
+        o,
+    )
+    .await
+    .unwrap();
+    let asset = service.line_protocol_asset("plant", "s").await.unwrap();
+    let err = service
+        .write(&asset, points(0, 3), None, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, crate::IngestError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("lease"), "{err}");
+    assert_eq!(service.stats().wal_durable_seq, 0, "nothing was logged");
+}
+
+/// A survivor adopts a stopped node's log: the rows that node acknowledged
+/// but never flushed land in segments once, the log is removed, and a late
+/// flush by the old owner is refused by the lease's fencing token.
+#[tokio::test]
+async fn a_survivor_adopts_a_stopped_nodes_log_and_fences_the_old_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(
+        SqlCatalog::open_sqlite(&dir.path().join("catalog.db"))
+            .await
+            .unwrap(),
+    );
+    let open_as = |id: &str| {
+        let catalog = catalog.clone();
+        let mut o = options(dir.path());
+        o.wal_dir = dir.path().join("wal").join(id);
+        o.wal_id = Some(id.to_string());
+        let store = Arc::new(SegmentStore::open(dir.path().join("segments")).unwrap());
+        async move {
+            IngestService::open(
+                catalog,
+                store,
+                Arc::new(Recorder::default()),
+                Arc::new(NoMetrics),
+                Arc::new(SystemClock),
+                o,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let a_id = node_id("node_a").to_string();
+    let b_id = node_id("node_b").to_string();
+    let a = open_as(&a_id).await;
+    let b = open_as(&b_id).await;
+    let a_fence = hold_own_lease(catalog.as_ref(), &a, &a_id).await;
+    hold_own_lease(catalog.as_ref(), &b, &b_id).await;
+    let asset = a.line_protocol_asset("plant", "s").await.unwrap();
+    a.write(&asset, points(0, 10), None, false).await.unwrap();
+    a.flush_due(true).await;
+    a.write(&asset, points(10, 5), None, false).await.unwrap();
+    a.write(&asset, points(15, 5), None, false).await.unwrap();
+    assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 10);
+    let others: Vec<String> = b.other_logs().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(others, std::slice::from_ref(&a_id));
+
+    // A stops renewing; once its lease expired, B takes the log over.
+    let later = chrono::Utc::now() + chrono::Duration::seconds(120);
+    let taken = catalog
+        .acquire_lease(
+            &log_lease_name(&a_id),
+            &node_id("node_b"),
+            Duration::from_secs(60),
+            later,
+        )
+        .await
+        .unwrap()
+        .expect("the expired lease is free");
+    assert_eq!(taken.token, a_fence.token + 1);
+    let fence = LeaseFence {
+        name: taken.name,
+        holder: node_id("node_b"),
+        token: taken.token,
+    };
+    let log_dir = dir.path().join("wal").join(&a_id);
+    let report = b.adopt_log(&a_id, &log_dir, fence).await.unwrap();
+    assert_eq!(report.rows, 10, "{report:?}");
+    assert_eq!(report.records, 2, "{report:?}");
+    // The flushed record is gone from the log already (truncated) or
+    // skipped by the watermark; either way it is not replayed.
+    assert!(report.already_flushed <= 1, "{report:?}");
+    assert!(!log_dir.exists(), "the adopted log is removed");
+    assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 20);
+
+    // A comes back (it was only cut off) and tries to flush what it holds.
+    a.flush_due(true).await;
+    assert_eq!(
+        flushed_rows(catalog.as_ref(), &asset).await,
+        20,
+        "nothing twice"
+    );
+    let error = a.stats().last_flush_error.unwrap_or_default();
+    assert!(error.contains("fenced"), "{error}");
 }

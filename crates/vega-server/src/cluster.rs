@@ -18,12 +18,55 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use vega_catalog::Catalog;
+use vega_catalog::{Catalog, LeaseFence};
 use vega_core::{Clock, Lease, NodeInfo};
+use vega_ingest::IngestService;
 use vega_sync::SyncService;
 
 /// The lease of the one node that runs the scheduler.
 pub const SCHEDULER_LEASE: &str = "scheduler";
+
+/// The exit status of a node whose write-ahead log another node took over
+/// (EX_SOFTWARE would say "bug"; this is a fencing stop, so a distinct code
+/// a supervisor can tell apart).
+pub const LOG_TAKEN_OVER_EXIT_CODE: i32 = 75;
+
+/// Takes the lease of this node's own shared log before the log is opened.
+/// Another node may hold it while it adopts this node's previous log (this
+/// node was stopped); then this waits until that ends, at most `wait`.
+pub async fn take_own_log_lease(
+    catalog: &dyn Catalog,
+    clock: &dyn Clock,
+    node: &vega_core::Id,
+    ttl: Duration,
+    wait: Duration,
+) -> Result<LeaseFence, String> {
+    let name = vega_ingest::log_lease_name(node.as_str());
+    let deadline = Instant::now() + wait;
+    loop {
+        match catalog.acquire_lease(&name, node, ttl, clock.now()).await {
+            Ok(Some(lease)) => {
+                return Ok(LeaseFence {
+                    name,
+                    holder: node.clone(),
+                    token: lease.token,
+                })
+            }
+            Ok(None) if Instant::now() < deadline => {
+                tracing::info!(lease = %name, "another node is taking over this node's previous write-ahead log; waiting");
+            }
+            Ok(None) => return Err(format!(
+                "the lease {name} of this node's write-ahead log stayed with another node for {}s",
+                wait.as_secs()
+            )),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "taking the lease of this node's write-ahead log failed; retrying")
+            }
+            Err(e) => return Err(format!("taking the lease {name}: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
 pub struct NodeAgent {
     pub catalog: Arc<dyn Catalog>,
@@ -32,6 +75,11 @@ pub struct NodeAgent {
     pub sync: Arc<SyncService>,
     /// Changes other nodes made to the catalog, applied on every beat.
     pub watch: crate::watch::CatalogWatch,
+    /// Streaming ingest: the lease of this node's shared log is renewed,
+    /// and stopped nodes' logs adopted, on every beat.
+    pub ingest: Arc<IngestService>,
+    /// The lease of this node's own log (shared storage only).
+    pub own_log: Option<LeaseFence>,
     pub clock: Arc<dyn Clock>,
     pub node: Mutex<NodeInfo>,
     pub heartbeat_interval: Duration,
@@ -59,8 +107,10 @@ impl NodeAgent {
             }
         };
         self.sync.renew_leases().await;
+        self.renew_own_log(started).await;
         if alive {
             self.sync.claim_orphans().await;
+            self.adopt_logs().await;
             self.watch.poll().await;
         }
         let lease = self
@@ -90,6 +140,86 @@ impl NodeAgent {
             .scheduler_lease
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = held;
+    }
+
+    /// Renews the lease of this node's shared log. While renewals fail,
+    /// writes are refused once the last renewal is a TTL old (the ingest
+    /// service checks). A lease found in other hands means another node
+    /// took this node's log over while it was cut off: what this node
+    /// buffers is in segments now, so it stops at once (a restart begins
+    /// with a fresh log) rather than serve or flush those rows twice.
+    async fn renew_own_log(&self, started: Instant) {
+        let Some(fence) = &self.own_log else {
+            return;
+        };
+        let renewed = self
+            .catalog
+            .acquire_lease(&fence.name, &fence.holder, self.lease_ttl, self.clock.now())
+            .await;
+        match renewed {
+            Ok(Some(lease)) if lease.token == fence.token => {
+                if started.elapsed() < self.lease_ttl {
+                    self.ingest
+                        .set_own_lease(fence.clone(), started + self.lease_ttl);
+                }
+            }
+            Ok(_) => {
+                tracing::error!(lease = %fence.name,
+                    "another node took this node's write-ahead log over while this node could not reach the catalog; stopping so that a restart begins afresh");
+                std::process::exit(LOG_TAKEN_OVER_EXIT_CODE);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the lease of this node's write-ahead log failed")
+            }
+        }
+    }
+
+    /// Takes over the logs of nodes whose log lease expired: their
+    /// acknowledged, unflushed rows go to segments here.
+    async fn adopt_logs(&self) {
+        for (wal_id, dir) in self.ingest.other_logs() {
+            let name = vega_ingest::log_lease_name(&wal_id);
+            let holder = self.node_id();
+            let lease = match self
+                .catalog
+                .acquire_lease(&name, &holder, self.lease_ttl, self.clock.now())
+                .await
+            {
+                Ok(Some(lease)) => lease,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking the lease of a stopped node's log failed");
+                    continue;
+                }
+            };
+            let fence = LeaseFence {
+                name: name.clone(),
+                holder: holder.clone(),
+                token: lease.token,
+            };
+            let started = Instant::now();
+            match self.ingest.adopt_log(&wal_id, &dir, fence).await {
+                Ok(report) => {
+                    tracing::warn!(log = %wal_id, records = report.records, rows = report.rows,
+                        assets = report.assets, duration_ms = started.elapsed().as_millis() as u64,
+                        "took over the write-ahead log of a node that stopped renewing its lease");
+                    let _ = self
+                        .catalog
+                        .release_lease(&name, &holder, self.clock.now())
+                        .await;
+                }
+                Err(e) => tracing::error!(log = %wal_id, error = %e,
+                    "taking over a stopped node's write-ahead log failed; retrying at the next heartbeat"),
+            }
+        }
+    }
+
+    fn node_id(&self) -> vega_core::Id {
+        self.node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .id
+            .clone()
     }
 
     /// Beats until `stop` turns true; then gives the lease up and leaves

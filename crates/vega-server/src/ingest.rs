@@ -26,6 +26,20 @@ impl LiveRows for EngineLiveRows {
     }
 
     fn flushed(&self, asset: &Asset, version: &Version, through_seq: u64) -> Result<(), String> {
+        self.engine
+            .live_flushed(self.view(asset, version)?, through_seq)
+            .map_err(|e| e.to_string())
+    }
+
+    fn published(&self, asset: &Asset, version: &Version) -> Result<(), String> {
+        self.engine
+            .register(self.view(asset, version)?)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl EngineLiveRows {
+    fn view(&self, asset: &Asset, version: &Version) -> Result<AssetView, String> {
         let mut files = Vec::with_capacity(version.manifest.segments.len());
         for segment in &version.manifest.segments {
             files.push(
@@ -34,17 +48,12 @@ impl LiveRows for EngineLiveRows {
                     .map_err(|e| e.to_string())?,
             );
         }
-        self.engine
-            .live_flushed(
-                AssetView {
-                    namespace: asset.namespace.clone(),
-                    name: asset.name.clone(),
-                    version: version.number,
-                    files,
-                },
-                through_seq,
-            )
-            .map_err(|e| e.to_string())
+        Ok(AssetView {
+            namespace: asset.namespace.clone(),
+            name: asset.name.clone(),
+            version: version.number,
+            files,
+        })
     }
 }
 

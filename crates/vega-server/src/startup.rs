@@ -54,6 +54,8 @@ pub enum StartError {
     Engine(#[from] vega_query::QueryError),
     #[error("opening streaming ingest: {0}")]
     Ingest(#[from] vega_ingest::IngestError),
+    #[error("opening this node's write-ahead log in shared storage: {0}")]
+    LogLease(String),
     #[error("recovering after the last stop: {0}")]
     Recovery(#[from] vega_sync::SyncError),
     #[error("binding {what} address {addr}: {source}")]
@@ -219,6 +221,25 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
                 "the asset's active version cannot be read on this node; it is not queryable here");
         }
     }
+    // A shared log is opened only under its lease (another node may still
+    // be taking this node's previous log over).
+    let lease_ttl: Duration = config.cluster.lease_ttl.into();
+    let own_log = match &layout.wal_id {
+        Some(_) => {
+            let started = Instant::now();
+            let fence = crate::cluster::take_own_log_lease(
+                catalog.as_ref(),
+                clock.as_ref(),
+                &node_id,
+                lease_ttl,
+                lease_ttl * 3 + Duration::from_secs(30),
+            )
+            .await
+            .map_err(StartError::LogLease)?;
+            Some((fence, started))
+        }
+        None => None,
+    };
     let ingest = vega_ingest::IngestService::open(
         catalog.clone(),
         store.clone(),
@@ -243,6 +264,9 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         },
     )
     .await?;
+    if let Some((fence, started)) = &own_log {
+        ingest.set_own_lease(fence.clone(), *started + lease_ttl);
+    }
 
     sync.set_writers(Arc::new(crate::ingest::IngestWriters {
         ingest: ingest.clone(),
@@ -262,6 +286,8 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             store.clone(),
             ingest.clone(),
         ),
+        ingest: ingest.clone(),
+        own_log: own_log.map(|(fence, _)| fence),
         clock: clock.clone(),
         node: std::sync::Mutex::new(vega_core::NodeInfo {
             id: node_id.clone(),

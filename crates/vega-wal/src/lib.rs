@@ -106,6 +106,7 @@ use committer::{Append, Committer, Msg};
 use state::{ActiveFile, FileInfo, Shared, State};
 
 pub use error::WalError;
+pub use recover::read_records;
 
 /// Called after each successful `fdatasync` of a batch with the sync's
 /// latency, the batch's record count and its bytes (framing included).

@@ -19,6 +19,20 @@ pub(crate) struct Recovered {
 /// Reads every log file of `dir`. Files that are not named like log files
 /// are ignored.
 pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
+    scan_dir(dir, true)
+}
+
+/// Every record of the log in `dir`, read without taking the log's lock and
+/// without repairing anything: for another node taking over a log whose
+/// owner may still hold it open. A torn tail of the newest file (a write in
+/// progress, never acknowledged) is left out; other damage is an error.
+pub fn read_records(dir: &Path) -> Result<Vec<Record>, WalError> {
+    Ok(scan_dir(dir, false)?.records)
+}
+
+/// Reads every log file of `dir`; with `repair`, syncs each file and cuts a
+/// torn tail off.
+fn scan_dir(dir: &Path, repair: bool) -> Result<Recovered, WalError> {
     let io = |action, path: &Path, e| WalError::io(action, path, dir, e);
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io("list", dir, e))? {
@@ -61,7 +75,12 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
         let mut len = bytes.len() as u64;
         let newest = index + 1 == count;
         match scan.damage {
-            None => sync_file(&path, dir)?,
+            None if repair => sync_file(&path, dir)?,
+            None => {}
+            Some(damage) if !repair => {
+                check_torn_tail(&path, &damage, newest)?;
+                len = damage.offset as u64;
+            }
             Some(damage) => {
                 check_torn_tail(&path, &damage, newest)?;
                 tracing::warn!(

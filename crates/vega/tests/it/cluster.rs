@@ -284,3 +284,53 @@ fn nodes_sharing_storage_serve_each_others_versions_and_streamed_rows() {
     wait_rows(&b, by_node, all.clone(), Duration::from_secs(10));
     wait_rows(&a, by_node, all, Duration::from_secs(10));
 }
+
+/// A node acknowledges streamed rows and is killed before it flushes them:
+/// a survivor sharing its storage takes its write-ahead log over within
+/// about a lease TTL and serves every acknowledged row, once.
+#[test]
+fn a_survivor_replays_a_killed_nodes_acknowledged_rows() {
+    let pg = TestPostgres::start();
+    let shared = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        TestServer::start_with(Options {
+            extra_yaml: format!(
+                "node:\n  name: {name}\ncatalog:\n  url: \"{}\"\n{CLUSTER_YAML}storage:\n  shared_dir: \"{}\"\ningest:\n  flush_age: 1h\n",
+                pg.url(),
+                shared.path().display()
+            ),
+            ..Options::default()
+        })
+    };
+    let mut a = start("node-a");
+    let b = start("node-b");
+    let mut acked = 0;
+    for round in 0..20 {
+        let body: String = (0..50)
+            .map(|i| format!("m,node=a v={}i {}\n", round * 50 + i, round * 50 + i))
+            .collect();
+        let r = a.post_text("/api/v2/write?bucket=tele", body, &[]);
+        assert_eq!(r.status, 204, "{}", r.text);
+        acked += 50;
+    }
+    // B writes too, so the asset is known there.
+    let r = b.post_text("/api/v2/write?bucket=tele", "m,node=b v=1i 1\n", &[]);
+    assert_eq!(r.status, 204, "{}", r.text);
+    a.kill9();
+    let killed = Instant::now();
+    let sql = "SELECT count(*) FROM tele.m WHERE node = 'a'";
+    wait_rows(&b, sql, json!([[acked]]), Duration::from_secs(30));
+    eprintln!(
+        "{acked} acknowledged rows of the killed node served by the survivor {:?} after the kill (lease TTL 1.5 s)",
+        killed.elapsed()
+    );
+    assert!(
+        b.logs().contains("took over the write-ahead log"),
+        "{}",
+        b.logs()
+    );
+    // Exactly once, also after B's own flush and a later look.
+    std::thread::sleep(Duration::from_secs(1));
+    let r = b.sql("SELECT count(*), count(DISTINCT v) FROM tele.m WHERE node = 'a'");
+    assert_eq!(r["rows"], json!([[acked, acked]]));
+}
