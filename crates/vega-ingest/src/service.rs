@@ -794,9 +794,7 @@ impl IngestService {
             }
         };
         let mut recent = lock(&self.recent);
-        for pair in bytes.chunks_exact(16) {
-            let session = u64::from_le_bytes(pair[..8].try_into().unwrap_or_default());
-            let content = u64::from_le_bytes(pair[8..].try_into().unwrap_or_default());
+        for (session, content) in decode_keys(&bytes) {
             recent.insert(session, content);
         }
         Ok(())
@@ -806,26 +804,8 @@ impl IngestService {
     /// and packet id), durably, before log files that hold some of them are
     /// removed; a redelivery after a restart is then still recognised.
     fn save_recent(&self) -> Result<(), IngestError> {
-        let bytes: Vec<u8> = lock(&self.recent)
-            .iter()
-            .flat_map(|(s, c)| s.to_le_bytes().into_iter().chain(c.to_le_bytes()))
-            .collect();
-        let path = self.recent_path();
-        let tmp = path.with_extension("tmp");
-        let io = |what: &str, e: std::io::Error| {
-            IngestError::Unavailable(format!("{what} {}: {e}", tmp.display()))
-        };
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
-            f.write_all(&bytes).map_err(|e| io("writing", e))?;
-            f.sync_all().map_err(|e| io("syncing", e))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
-        if let Ok(dir) = std::fs::File::open(&self.options.wal_dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        let keys: Vec<(u64, u64)> = lock(&self.recent).iter().map(|(s, c)| (*s, *c)).collect();
+        write_keys(&self.recent_path(), &keys)
     }
 
     /// Removes log files every asset has flushed past.
@@ -858,6 +838,42 @@ impl IngestService {
     pub async fn close(&self) -> Result<(), IngestError> {
         self.wal.close().await.map_err(wal_error)
     }
+}
+
+/// (session, content) delivery keys from their saved form: 16 bytes each.
+fn decode_keys(bytes: &[u8]) -> Vec<(u64, u64)> {
+    bytes
+        .chunks_exact(16)
+        .map(|pair| {
+            let session = u64::from_le_bytes(pair[..8].try_into().unwrap_or_default());
+            let content = u64::from_le_bytes(pair[8..].try_into().unwrap_or_default());
+            (session, content)
+        })
+        .collect()
+}
+
+/// Saves delivery keys durably at `path`: a temporary file, fsync, rename,
+/// fsync of the directory.
+fn write_keys(path: &std::path::Path, keys: &[(u64, u64)]) -> Result<(), IngestError> {
+    let bytes: Vec<u8> = keys
+        .iter()
+        .flat_map(|(s, c)| s.to_le_bytes().into_iter().chain(c.to_le_bytes()))
+        .collect();
+    let tmp = path.with_extension("tmp");
+    let io = |what: &str, e: std::io::Error| {
+        IngestError::Unavailable(format!("{what} {}: {e}", tmp.display()))
+    };
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+        f.write_all(&bytes).map_err(|e| io("writing", e))?;
+        f.sync_all().map_err(|e| io("syncing", e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| io("renaming", e))?;
+    if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 impl Buffer {

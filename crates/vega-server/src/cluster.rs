@@ -55,10 +55,12 @@ pub async fn take_own_log_lease(
             Ok(None) if Instant::now() < deadline => {
                 tracing::info!(lease = %name, "another node is taking over this node's previous write-ahead log; waiting");
             }
-            Ok(None) => return Err(format!(
+            Ok(None) => {
+                return Err(format!(
                 "the lease {name} of this node's write-ahead log stayed with another node for {}s",
                 wait.as_secs()
-            )),
+            ))
+            }
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(error = %e, "taking the lease of this node's write-ahead log failed; retrying")
             }
@@ -80,6 +82,9 @@ pub struct NodeAgent {
     pub ingest: Arc<IngestService>,
     /// The lease of this node's own log (shared storage only).
     pub own_log: Option<LeaseFence>,
+    /// MQTT consumers: their leases are renewed and idle connections taken
+    /// over on every beat.
+    pub mqtt: Arc<crate::mqtt::MqttStreams>,
     pub clock: Arc<dyn Clock>,
     pub node: Mutex<NodeInfo>,
     pub heartbeat_interval: Duration,
@@ -113,6 +118,7 @@ impl NodeAgent {
             self.adopt_logs().await;
             self.watch.poll().await;
         }
+        self.mqtt.tick().await;
         let lease = self
             .catalog
             .acquire_lease(SCHEDULER_LEASE, &node.id, self.lease_ttl, self.clock.now())

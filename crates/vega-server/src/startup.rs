@@ -277,7 +277,18 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         clock: clock.clone(),
     }));
 
+    let mqtt = Arc::new(crate::mqtt::MqttStreams::new(
+        catalog.clone(),
+        ingest.clone(),
+        metrics.clone(),
+        crate::mqtt::ConsumerIdentity {
+            node: node_id.clone(),
+            clock: clock.clone(),
+            lease_ttl,
+        },
+    ));
     let cluster = Arc::new(crate::cluster::NodeAgent {
+        mqtt: mqtt.clone(),
         catalog: catalog.clone(),
         sync: sync.clone(),
         watch: crate::watch::CatalogWatch::new(
@@ -313,11 +324,7 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             engine: engine.clone(),
             sync: sync.clone(),
             ingest: ingest.clone(),
-            mqtt: Arc::new(crate::mqtt::MqttStreams::new(
-                catalog.clone(),
-                ingest.clone(),
-                metrics.clone(),
-            )),
+            mqtt: mqtt.clone(),
             ingest_limits: crate::state::IngestLimits {
                 max_body_bytes: config.ingest.max_body_bytes.as_u64() as usize,
             },

@@ -25,6 +25,24 @@ use crate::codec;
 use crate::error::IngestError;
 use crate::schema::{conform, AssetSchema};
 
+/// Files beside the logs holding the delivery keys of adopted logs.
+const ADOPTED_KEYS_PREFIX: &str = "adopted-keys-";
+
+/// The (session, content) delivery keys saved in `path`; none if missing.
+fn read_keys(path: &Path) -> Result<Vec<(u64, u64)>, IngestError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(IngestError::Internal(format!(
+                "reading {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    Ok(super::decode_keys(&bytes))
+}
+
 /// The lease that guards the write-ahead log of node `id`.
 pub fn log_lease_name(id: &str) -> String {
     format!("wal:{id}")
@@ -130,6 +148,10 @@ impl IngestService {
                 .push((record.seq, entry));
         }
         self.merge_recent_file(&dir.join(RECENT_FILE))?;
+        // The log's keys, for whichever node consumes its MQTT connections
+        // next (kept beside the logs; see `load_adopted_keys`).
+        let keys = read_keys(&dir.join(RECENT_FILE))?;
+        self.save_adopted_keys(wal_id, keys)?;
         for (asset_id, entries) in by_asset {
             let asset = match self.catalog.get_asset(&asset_id).await {
                 Ok(a) if a.sync_mode == SyncMode::Stream => a,
@@ -210,6 +232,48 @@ impl IngestService {
             .map_err(|e| IngestError::Internal(format!("removing an adopted log: {e}")))?
             .map_err(|e| IngestError::Unavailable(format!("removing an adopted log: {e}")))?;
         Ok(report)
+    }
+
+    /// Loads the delivery keys that adopted logs left beside the logs
+    /// (`<log root>/adopted-keys-<node id>`): called before this node starts
+    /// consuming an MQTT connection another node may have consumed.
+    pub fn load_adopted_keys(&self) -> Result<(), IngestError> {
+        let Some(root) = self.shared_log_root() else {
+            return Ok(());
+        };
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name
+                .to_str()
+                .is_some_and(|n| n.starts_with(ADOPTED_KEYS_PREFIX))
+            {
+                self.merge_recent_file(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn shared_log_root(&self) -> Option<&Path> {
+        self.options.wal_id.as_ref()?;
+        self.options.wal_dir.parent()
+    }
+
+    /// Saves `keys` of an adopted log, and those its records carried
+    /// (already in `recent`), durably beside the logs.
+    fn save_adopted_keys(
+        &self,
+        wal_id: &str,
+        mut keys: Vec<(u64, u64)>,
+    ) -> Result<(), IngestError> {
+        let Some(root) = self.shared_log_root() else {
+            return Ok(());
+        };
+        keys.extend(lock(&self.recent).iter().map(|(s, c)| (*s, *c)));
+        let path = root.join(format!("{ADOPTED_KEYS_PREFIX}{wal_id}"));
+        super::write_keys(&path, &keys)
     }
 
     /// Writes `batches` (conformed to `schema`) as one staged segment.

@@ -334,3 +334,96 @@ fn a_survivor_replays_a_killed_nodes_acknowledged_rows() {
     let r = b.sql("SELECT count(*), count(DISTINCT v) FROM tele.m WHERE node = 'a'");
     assert_eq!(r["rows"], json!([[acked, acked]]));
 }
+
+/// The node consuming an MQTT connection is killed under load: another
+/// node takes the consumer lease over, resumes the broker session, and in
+/// the end every message the broker accepted is stored exactly once.
+#[test]
+fn an_mqtt_consumer_moves_to_a_survivor_and_nothing_is_lost_or_doubled() {
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    use crate::mqtt::{mqtt_asset, Publisher};
+    use vega_testkit::mosquitto::TestMosquitto;
+
+    let pg = TestPostgres::start();
+    let broker = TestMosquitto::start();
+    let shared = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        TestServer::start_with(Options {
+            extra_yaml: format!(
+                "node:\n  name: {name}\ncatalog:\n  url: \"{}\"\n{CLUSTER_YAML}storage:\n  shared_dir: \"{}\"\ningest:\n  flush_age: 300ms\n",
+                pg.url(),
+                shared.path().display()
+            ),
+            ..Options::default()
+        })
+    };
+    let mut nodes = [start("node-a"), start("node-b")];
+    let con = mqtt_asset(
+        &nodes[0],
+        broker.port(),
+        "plant",
+        "feed",
+        json!({ "topic": "feed/#" }),
+    );
+    let lease = format!("mqtt:{con}");
+    let holder = |vega: &TestServer| -> Option<String> {
+        let nodes = vega.get("/api/v1/cluster/nodes").json();
+        nodes.as_array().unwrap().iter().find_map(|n| {
+            n["leases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["name"] == lease.as_str())
+                .then(|| n["name"].as_str().unwrap().to_string())
+        })
+    };
+    crate::mqtt::wait_until("a node to consume", Duration::from_secs(20), || {
+        holder(&nodes[1]).is_some()
+    });
+    let first = holder(&nodes[1]).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicI64::new(0));
+    let publisher = Publisher::connect(broker.port(), "feed-publisher");
+    let sender = {
+        let (stop, published) = (stop.clone(), published.clone());
+        std::thread::spawn(move || {
+            let mut id = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                publisher.publish("feed/x", format!("{{\"id\": {id}}}"));
+                id += 1;
+                published.store(id, Ordering::SeqCst);
+                // About 200 messages a second: the broker queues a few
+                // seconds of them while no node consumes.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            publisher
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let victim = if first == "node-a" { 0 } else { 1 };
+    nodes[victim].kill9();
+    let killed = Instant::now();
+    let survivor = &nodes[1 - victim];
+    crate::mqtt::wait_until("the survivor to consume", Duration::from_secs(20), || {
+        holder(survivor).is_some_and(|h| h != first)
+    });
+    let took_over = killed.elapsed();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::SeqCst);
+    let publisher = sender.join().unwrap();
+    let total = published.load(Ordering::SeqCst);
+    publisher.wait_acked(total as u64);
+    let sql = "SELECT count(*), count(DISTINCT id) FROM plant.feed";
+    wait_rows(
+        survivor,
+        sql,
+        json!([[total, total]]),
+        Duration::from_secs(30),
+    );
+    eprintln!(
+        "MQTT consumer taken over {took_over:?} after its node was killed; {total} messages stored once"
+    );
+}
