@@ -33,9 +33,26 @@ pub enum CatalogError {
         #[source]
         source: sqlx::Error,
     },
+    /// The catalog was migrated by a newer release past a breaking
+    /// migration this build does not know: refused rather than misread.
+    #[error("the catalog's schema is at migration {catalog_version} ('{catalog_migration}'), written by a newer Vega, and migration {breaking} cannot be used by older releases; this binary knows migrations up to {binary_version}: run a newer Vega")]
+    SchemaTooNew {
+        catalog_version: i64,
+        catalog_migration: String,
+        breaking: i64,
+        binary_version: i64,
+    },
     /// A migration failed.
     #[error("catalog migration {version} failed: {message}")]
     Migration { version: i64, message: String },
+    /// The catalog URL is malformed; `parameter` names the part at fault
+    /// (`host`, `port`, `replicas`, `max_replica_lag`, …).
+    #[error("invalid catalog URL: {parameter}: {message}")]
+    InvalidUrl { parameter: String, message: String },
+    /// None of the catalog's hosts is a writable primary (all unreachable
+    /// or in recovery) within the failover bound. Nothing was written.
+    #[error("catalog database error while connecting to the PostgreSQL catalog: no writable primary among {hosts}: {message}")]
+    NoPrimary { hosts: String, message: String },
 }
 
 impl Classify for CatalogError {
@@ -43,13 +60,20 @@ impl Classify for CatalogError {
         match self {
             CatalogError::NotFound { .. } => ErrorClass::NotFound,
             CatalogError::Conflict { .. } | CatalogError::Fenced { .. } => ErrorClass::Conflict,
-            CatalogError::Corrupt { .. } | CatalogError::Migration { .. } => ErrorClass::Internal,
-            CatalogError::Database { source, .. } => match source {
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                    ErrorClass::Unavailable
-                }
-                _ => ErrorClass::Internal,
-            },
+            CatalogError::Corrupt { .. }
+            | CatalogError::Migration { .. }
+            | CatalogError::SchemaTooNew { .. } => ErrorClass::Internal,
+            CatalogError::InvalidUrl { .. } => ErrorClass::BadInput,
+            CatalogError::NoPrimary { .. } => ErrorClass::Unavailable,
+            // A lost or refused connection, or a demoted primary (25006):
+            // a failover in progress; trying again later can succeed.
+            CatalogError::Database { source, .. }
+                if crate::sql::pool::is_connection_error(source)
+                    || crate::sql::pool::is_read_only_error(source) =>
+            {
+                ErrorClass::Unavailable
+            }
+            CatalogError::Database { .. } => ErrorClass::Internal,
         }
     }
 }

@@ -8,6 +8,11 @@
 //! (`migrations/`), which are written in SQL that both databases accept. Ids are prefixed text (`con_…`), times are
 //! UTC RFC 3339 text with millisecond precision, JSON is stored as text.
 //!
+//! On PostgreSQL the URL may list several hosts (searched in order for the
+//! writable primary, searched again when it fails) and read replicas
+//! (`?replicas=h:p,…`, used within `max_replica_lag`); see
+//! [`PostgresUrl`] and [`SqlCatalog::pool_stats`].
+//!
 //! The catalog never calls DuckDB, never touches segment files, knows no HTTP.
 
 mod error;
@@ -22,7 +27,10 @@ use vega_core::{
 
 pub use error::CatalogError;
 pub use sql::{
-    merge_stream_watermark, AppliedMigration, Backend, Migration, SqlCatalog, MIGRATIONS,
+    merge_stream_watermark, AppliedMigration, Backend, HostPort, Migration, PoolRole,
+    PoolRoleStats, PoolStats, PostgresUrl, PrimaryHosts, ReplicaHealth, SqlCatalog,
+    TargetSessionAttrs, DEFAULT_FAILOVER_TIMEOUT, DEFAULT_MAX_REPLICA_LAG, DEFAULT_PORT,
+    MIGRATIONS,
 };
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -117,6 +125,12 @@ pub enum ClaimedJob {
 pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// A cheap round trip, for readiness and `/health`.
     async fn ping(&self) -> Result<()>;
+
+    /// Figures of the connection pools (primary and replicas), for metrics;
+    /// `None` for a catalog without pools.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
 
     // --- connections -------------------------------------------------------
 

@@ -338,3 +338,97 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// The catalog's connection pools in Prometheus text (seed §15.1
+/// `connection_pool_active`, `connection_wait_time`), one series per pool:
+/// `role` is `primary` or `replica`, `host` the server (a handful per
+/// cluster, set by configuration).
+pub fn encode_pool_metrics(stats: &vega_catalog::PoolStats) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let pools: Vec<&vega_catalog::PoolRoleStats> = std::iter::once(&stats.primary)
+        .chain(stats.replicas.iter())
+        .collect();
+    let series = |out: &mut String,
+                  name: &str,
+                  kind: &str,
+                  help: &str,
+                  value: &dyn Fn(&vega_catalog::PoolRoleStats) -> f64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for p in &pools {
+            let _ = writeln!(
+                out,
+                "{name}{{role=\"{}\",host=\"{}\"}} {}",
+                p.role.as_str(),
+                p.host.replace('\\', "\\\\").replace('"', "\\\""),
+                value(p)
+            );
+        }
+    };
+    series(
+        &mut out,
+        "vega_connection_pool_active",
+        "gauge",
+        "Catalog connections in use, per pool",
+        &|p| f64::from(p.active),
+    );
+    series(
+        &mut out,
+        "vega_connection_pool_open",
+        "gauge",
+        "Catalog connections open, per pool",
+        &|p| f64::from(p.open),
+    );
+    series(
+        &mut out,
+        "vega_connection_wait_time_seconds_total",
+        "counter",
+        "Time spent waiting for a pooled catalog connection, per pool",
+        &|p| p.acquire_wait.as_secs_f64(),
+    );
+    series(
+        &mut out,
+        "vega_connection_acquires_total",
+        "counter",
+        "Pooled catalog connections handed out, per pool",
+        &|p| p.acquires as f64,
+    );
+    let replicas: Vec<&vega_catalog::PoolRoleStats> = stats.replicas.iter().collect();
+    if !replicas.is_empty() {
+        let _ = writeln!(out, "# HELP vega_catalog_replica_usable Whether a catalog replica takes reads (reachable, in recovery, lag within the bound)");
+        let _ = writeln!(out, "# TYPE vega_catalog_replica_usable gauge");
+        for p in &replicas {
+            let usable = p.replica.as_ref().is_some_and(|h| h.usable);
+            let _ = writeln!(
+                out,
+                "vega_catalog_replica_usable{{host=\"{}\"}} {}",
+                p.host,
+                u8::from(usable)
+            );
+        }
+        let _ = writeln!(out, "# HELP vega_catalog_replica_lag_seconds Last measured replication lag of a catalog replica");
+        let _ = writeln!(out, "# TYPE vega_catalog_replica_lag_seconds gauge");
+        for p in &replicas {
+            if let Some(lag) = p.replica.as_ref().and_then(|h| h.lag) {
+                let _ = writeln!(
+                    out,
+                    "vega_catalog_replica_lag_seconds{{host=\"{}\"}} {}",
+                    p.host,
+                    lag.as_secs_f64()
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP vega_catalog_fallback_reads_total Reads sent to the primary because no replica qualified");
+    let _ = writeln!(out, "# TYPE vega_catalog_fallback_reads_total counter");
+    let _ = writeln!(
+        out,
+        "vega_catalog_fallback_reads_total {}",
+        stats.fallback_reads
+    );
+    let _ = writeln!(out, "# HELP vega_catalog_failovers_total Times the catalog's write pool moved to another primary");
+    let _ = writeln!(out, "# TYPE vega_catalog_failovers_total counter");
+    let _ = writeln!(out, "vega_catalog_failovers_total {}", stats.failovers);
+    out
+}

@@ -1,9 +1,12 @@
 //! Test harnesses for the real servers Vega talks to: each starts a
 //! throwaway server on a free loopback port in a temporary directory and
-//! stops it when dropped. For tests only.
+//! stops it when dropped (PostgreSQL also as a primary with a streaming
+//! replica, `replication.rs`). For tests only.
 
+pub mod haproxy;
 pub mod influxdb;
 pub mod mosquitto;
 pub mod ports;
 pub mod postgres;
 pub mod proxy;
+pub mod replication;

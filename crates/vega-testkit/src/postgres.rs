@@ -29,21 +29,29 @@ use tempfile::TempDir;
 use crate::ports::free_port;
 
 /// How long to wait for the server to accept connections.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The superuser role the tests connect as.
-const USER: &str = "vega_test";
+pub(crate) const USER: &str = "vega_test";
 /// The database the tests connect to (created by `initdb`).
-const DATABASE: &str = "postgres";
+pub(crate) const DATABASE: &str = "postgres";
+/// Server settings of every test server: loopback only, no durability
+/// (the tests do not survive a machine crash anyway), enough connections
+/// for parallel tests.
+const BASE_OPTIONS: &str = "-c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
+     -c synchronous_commit=off -c max_connections=50";
 
 /// A running throwaway PostgreSQL server; stopped on drop.
 pub struct TestPostgres {
-    dir: TempDir,
-    bin: PathBuf,
-    port: u16,
-    password: String,
+    pub(crate) dir: TempDir,
+    pub(crate) bin: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) password: String,
     /// `Some((uid, gid))` of the `postgres` user when running as root.
-    run_as: Option<(u32, u32)>,
-    running: bool,
+    pub(crate) run_as: Option<(u32, u32)>,
+    pub(crate) running: bool,
+    /// More `-c name=value` server options, after (so overriding) the base
+    /// ones.
+    pub(crate) extra_options: String,
 }
 
 impl std::fmt::Debug for TestPostgres {
@@ -69,6 +77,12 @@ impl TestPostgres {
     }
 
     fn start_inner(tls: bool) -> Self {
+        Self::start_configured(tls, "")
+    }
+
+    /// Initializes and starts a server with more server options
+    /// (`-c name=value …`, overriding the defaults).
+    pub(crate) fn start_configured(tls: bool, extra_options: &str) -> Self {
         let bin = find_bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("vega-pg-")
@@ -94,6 +108,7 @@ impl TestPostgres {
             password,
             run_as,
             running: false,
+            extra_options: extra_options.to_string(),
         };
         let data = pg.data_dir();
         let out = pg.run_tool(
@@ -124,16 +139,22 @@ impl TestPostgres {
             pg.enable_tls();
         }
 
-        // A port that was free may be taken by the time the server binds
-        // it: try a few.
+        pg.start_on_free_port();
+        pg
+    }
+
+    /// Starts the initialized data directory on a free port; waits
+    /// (bounded) until it answers. A port that was free may be taken by
+    /// the time the server binds it: tries a few.
+    pub(crate) fn start_on_free_port(&mut self) {
         let mut last_error = String::new();
         for _ in 0..5 {
-            pg.port = free_port();
-            match pg.try_start_server() {
+            self.port = free_port();
+            match self.try_start_server() {
                 Ok(()) => {
-                    pg.running = true;
-                    pg.wait_ready();
-                    return pg;
+                    self.running = true;
+                    self.wait_ready();
+                    return;
                 }
                 Err(e) => last_error = e,
             }
@@ -278,11 +299,11 @@ impl TestPostgres {
         );
     }
 
-    fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }
 
@@ -290,9 +311,10 @@ impl TestPostgres {
         let data = self.data_dir();
         let log = self.log_path();
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=50",
+            "{BASE_OPTIONS} -p {} -k {} {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra_options
         );
         let out = self.run_tool(
             "pg_ctl",
@@ -339,7 +361,17 @@ impl TestPostgres {
     }
 
     /// Runs a server tool from the bin directory, as `postgres` when root.
-    fn run_tool(&self, tool: &str, args: &[&std::ffi::OsStr]) -> Output {
+    pub(crate) fn run_tool(&self, tool: &str, args: &[&std::ffi::OsStr]) -> Output {
+        self.run_tool_with_env(tool, args, &[])
+    }
+
+    /// Like [`run_tool`](Self::run_tool), with more environment variables.
+    pub(crate) fn run_tool_with_env(
+        &self,
+        tool: &str,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> Output {
         let path = self.bin.join(tool);
         let mut cmd = match self.run_as {
             Some(_) => {
@@ -350,6 +382,7 @@ impl TestPostgres {
             None => Command::new(&path),
         };
         cmd.args(args)
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .env("LC_ALL", "C")
             .env("LANG", "C")
@@ -368,7 +401,7 @@ impl Drop for TestPostgres {
 }
 
 /// The directory with `initdb`, `pg_ctl` and `psql`.
-fn find_bin_dir() -> PathBuf {
+pub(crate) fn find_bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("VEGA_TEST_PG_BIN") {
         return PathBuf::from(dir);
     }
@@ -392,7 +425,7 @@ fn find_bin_dir() -> PathBuf {
 }
 
 /// The uid and gid of the `postgres` user.
-fn postgres_user() -> (u32, u32) {
+pub(crate) fn postgres_user() -> (u32, u32) {
     let name = CString::new("postgres").expect("static name");
     // SAFETY: getpwnam returns a pointer to static storage or null; it is
     // read at once and not kept.
@@ -404,14 +437,14 @@ fn postgres_user() -> (u32, u32) {
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
 
-fn chown(path: &Path, uid: u32, gid: u32) {
+pub(crate) fn chown(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
         .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", path.display()));
 }
 
 /// A password unique to this process and call (not cryptographically
 /// random; it only has to differ between servers).
-fn random_password() -> String {
+pub(crate) fn random_password() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

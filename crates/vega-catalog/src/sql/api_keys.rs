@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use vega_core::{ApiKey, Id, IdKind, Role};
 
 use super::codec::{self, db};
+use super::pool::Route;
 use super::SqlCatalog;
 use crate::{CatalogError, Result};
 
@@ -98,9 +99,12 @@ pub(super) async fn find_by_hash(
     secret_hash: &str,
 ) -> Result<Option<ApiKey>> {
     let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE secret_hash = $1");
+    let mut conn = catalog
+        .reader("looking up an API key", Route::Replica)
+        .await?;
     let row = sqlx::query(&sql)
         .bind(secret_hash)
-        .fetch_optional(catalog.pool())
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db("looking up an API key"))?;
     row.as_ref().map(decode).transpose()
@@ -108,8 +112,9 @@ pub(super) async fn find_by_hash(
 
 pub(super) async fn list(catalog: &SqlCatalog) -> Result<Vec<ApiKey>> {
     let sql = format!("SELECT {COLUMNS} FROM api_keys ORDER BY name");
+    let mut conn = catalog.reader("listing API keys", Route::Replica).await?;
     let rows = sqlx::query(&sql)
-        .fetch_all(catalog.pool())
+        .fetch_all(&mut *conn)
         .await
         .map_err(db("listing API keys"))?;
     rows.iter().map(decode).collect()

@@ -11,6 +11,7 @@ use sqlx::{Any, Transaction};
 use vega_core::{Asset, AssetChecks, Id, IdKind, NewAsset, SyncMode};
 
 use super::codec::{self, db};
+use super::pool::Route;
 use super::SqlCatalog;
 use crate::{AssetUpdate, CatalogError, Result};
 
@@ -184,9 +185,10 @@ pub(super) async fn create(
 
 pub(super) async fn get(catalog: &SqlCatalog, id: &Id) -> Result<Asset> {
     let sql = format!("SELECT {COLUMNS} FROM assets WHERE id = $1");
+    let mut conn = catalog.reader("reading an asset", Route::Replica).await?;
     let row = sqlx::query(&sql)
         .bind(id.as_str())
-        .fetch_optional(catalog.pool())
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db("reading an asset"))?;
     match row {
@@ -201,10 +203,13 @@ pub(super) async fn get_by_name(
     name: &str,
 ) -> Result<Asset> {
     let sql = format!("SELECT {COLUMNS} FROM assets WHERE namespace = $1 AND name = $2");
+    let mut conn = catalog
+        .reader("reading an asset by name", Route::Replica)
+        .await?;
     let row = sqlx::query(&sql)
         .bind(namespace)
         .bind(name)
-        .fetch_optional(catalog.pool())
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db("reading an asset by name"))?;
     match row {
@@ -215,8 +220,9 @@ pub(super) async fn get_by_name(
 
 pub(super) async fn list(catalog: &SqlCatalog) -> Result<Vec<Asset>> {
     let sql = format!("SELECT {COLUMNS} FROM assets ORDER BY namespace, name");
+    let mut conn = catalog.reader("listing assets", Route::Replica).await?;
     let rows = sqlx::query(&sql)
-        .fetch_all(catalog.pool())
+        .fetch_all(&mut *conn)
         .await
         .map_err(db("listing assets"))?;
     rows.iter().map(decode).collect()

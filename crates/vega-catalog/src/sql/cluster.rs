@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 use vega_core::{Id, Lease, NodeInfo};
 
 use super::codec::{self, db};
+use super::pool::Route;
 use super::SqlCatalog;
 use crate::Result;
 
@@ -58,10 +59,11 @@ fn node_row(row: &AnyRow) -> Result<NodeInfo> {
 }
 
 pub(super) async fn list_nodes(catalog: &SqlCatalog) -> Result<Vec<NodeInfo>> {
+    let mut conn = catalog.reader("listing nodes", Route::Replica).await?;
     let rows = sqlx::query(
         "SELECT id, name, roles, version, api_url, started_at, heartbeat_at FROM nodes ORDER BY name, id",
     )
-    .fetch_all(catalog.pool())
+    .fetch_all(&mut *conn)
     .await
     .map_err(db("listing nodes"))?;
     rows.iter().map(node_row).collect()
@@ -167,10 +169,11 @@ pub(super) async fn release(
 }
 
 pub(super) async fn list_leases(catalog: &SqlCatalog) -> Result<Vec<Lease>> {
+    let mut conn = catalog.reader("listing leases", Route::Primary).await?;
     let rows = sqlx::query(
         "SELECT name, holder, token, acquired_at, expires_at FROM leases ORDER BY name",
     )
-    .fetch_all(catalog.pool())
+    .fetch_all(&mut *conn)
     .await
     .map_err(db("listing leases"))?;
     rows.iter().map(lease_row).collect()
@@ -184,6 +187,7 @@ pub(super) async fn holds(
     token: u64,
     now: DateTime<Utc>,
 ) -> Result<bool> {
+    let mut conn = catalog.reader("checking a lease", Route::Primary).await?;
     let row = sqlx::query(
         "SELECT name FROM leases WHERE name = $1 AND holder = $2 AND token = $3 AND expires_at >= $4",
     )
@@ -191,7 +195,7 @@ pub(super) async fn holds(
     .bind(holder.as_str())
     .bind(codec::u64_param(LEASES, "token", token)?)
     .bind(codec::time(now))
-    .fetch_optional(catalog.pool())
+    .fetch_optional(&mut *conn)
     .await
     .map_err(db("checking a lease"))?;
     Ok(row.is_some())

@@ -6,6 +6,7 @@ use sqlx::{Any, Transaction};
 use vega_core::{Connection, ConnectorKind, Id, IdKind, NewConnection};
 
 use super::codec::{self, db};
+use super::pool::Route;
 use super::SqlCatalog;
 use crate::{CatalogError, ConnectionUpdate, Result};
 
@@ -128,9 +129,12 @@ pub(super) async fn create(
 
 pub(super) async fn get(catalog: &SqlCatalog, id: &Id) -> Result<Connection> {
     let sql = format!("SELECT {COLUMNS} FROM connections WHERE id = $1");
+    let mut conn = catalog
+        .reader("reading a connection", Route::Replica)
+        .await?;
     let row = sqlx::query(&sql)
         .bind(id.as_str())
-        .fetch_optional(catalog.pool())
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db("reading a connection"))?;
     match row {
@@ -141,9 +145,12 @@ pub(super) async fn get(catalog: &SqlCatalog, id: &Id) -> Result<Connection> {
 
 pub(super) async fn get_by_name(catalog: &SqlCatalog, name: &str) -> Result<Connection> {
     let sql = format!("SELECT {COLUMNS} FROM connections WHERE name = $1");
+    let mut conn = catalog
+        .reader("reading a connection by name", Route::Replica)
+        .await?;
     let row = sqlx::query(&sql)
         .bind(name)
-        .fetch_optional(catalog.pool())
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db("reading a connection by name"))?;
     match row {
@@ -154,8 +161,11 @@ pub(super) async fn get_by_name(catalog: &SqlCatalog, name: &str) -> Result<Conn
 
 pub(super) async fn list(catalog: &SqlCatalog) -> Result<Vec<Connection>> {
     let sql = format!("SELECT {COLUMNS} FROM connections ORDER BY name");
+    let mut conn = catalog
+        .reader("listing connections", Route::Replica)
+        .await?;
     let rows = sqlx::query(&sql)
-        .fetch_all(catalog.pool())
+        .fetch_all(&mut *conn)
         .await
         .map_err(db("listing connections"))?;
     rows.iter().map(decode).collect()

@@ -8,6 +8,7 @@ use sqlx::{Any, Transaction};
 use vega_core::{Id, IdKind, Job, JobKind, JobState};
 
 use super::codec::{self, db};
+use super::pool::Route;
 use super::{assets, SqlCatalog};
 use crate::{CatalogError, ClaimedJob as Claimed, JobFilter, JobOutcome, JobProgress, Result};
 
@@ -179,7 +180,7 @@ pub(super) async fn start(
             let Some(asset_id) = asset_id else {
                 return Err(db(action)(e));
             };
-            let mut tx = catalog.read_tx(action).await?;
+            let mut tx = catalog.read_tx(action, Route::Primary).await?;
             match find_active(&mut tx, kind, asset_id).await? {
                 Some(existing) => Err(already_active(&existing)),
                 None => Err(CatalogError::Conflict {
@@ -197,9 +198,10 @@ pub(super) async fn start(
 
 pub(super) async fn get(catalog: &SqlCatalog, id: &Id) -> Result<Job> {
     let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+    let mut conn = catalog.reader("reading a job", Route::Replica).await?;
     let row = sqlx::query(&sql)
         .bind(id.as_str())
-        .fetch_optional(catalog.pool())
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db("reading a job"))?;
     match row {
@@ -239,8 +241,9 @@ pub(super) async fn list(catalog: &SqlCatalog, filter: JobFilter) -> Result<Vec<
         query = query.bind(state.as_str());
     }
     query = query.bind(i64::from(filter.limit.unwrap_or(DEFAULT_LIST_LIMIT)));
+    let mut conn = catalog.reader("listing jobs", Route::Replica).await?;
     let rows = query
-        .fetch_all(catalog.pool())
+        .fetch_all(&mut *conn)
         .await
         .map_err(db("listing jobs"))?;
     rows.iter().map(decode).collect()
@@ -522,8 +525,9 @@ pub(super) async fn fence_result(
 }
 
 pub(super) async fn count_by_state(catalog: &SqlCatalog) -> Result<Vec<(JobState, u64)>> {
+    let mut conn = catalog.reader("counting jobs", Route::Replica).await?;
     let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-        .fetch_all(catalog.pool())
+        .fetch_all(&mut *conn)
         .await
         .map_err(db("counting jobs"))?;
     let mut counts: Vec<(JobState, u64)> = ALL_STATES.iter().map(|s| (*s, 0)).collect();

@@ -9,9 +9,10 @@
 //! know (a newer release ran on it) is therefore accepted.
 
 use chrono::{DateTime, Utc};
-use sqlx::{AnyPool, Row};
+use sqlx::Row;
 
 use super::codec::{self, db};
+use super::pool::Route;
 use super::SqlCatalog;
 use crate::{CatalogError, Result};
 
@@ -96,14 +97,17 @@ pub(crate) async fn run(catalog: &SqlCatalog) -> Result<()> {
         lock_migrations(catalog, &mut w.tx)
             .await
             .map_err(db("locking the catalog migrations"))?;
-        sqlx::query(CREATE_TABLE)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(db("creating schema_migrations"))?;
+        for create in [CREATE_TABLE, CREATE_BREAKING_TABLE] {
+            sqlx::query(create)
+                .execute(&mut *w.tx)
+                .await
+                .map_err(db("creating schema_migrations"))?;
+        }
         w.commit("creating schema_migrations").await?;
     }
 
-    let applied = applied(catalog.pool()).await?;
+    let applied = applied(catalog).await?;
+    refuse_newer_breaking(catalog, &applied).await?;
     for recorded in &applied {
         match MIGRATIONS.iter().find(|m| m.version == recorded.version) {
             Some(known) if known.name != recorded.name => {
@@ -130,6 +134,46 @@ pub(crate) async fn run(catalog: &SqlCatalog) -> Result<()> {
             continue;
         }
         apply(catalog, migration).await?;
+    }
+    Ok(())
+}
+
+/// Migrations that binaries older than them cannot work with (a contract
+/// step: a column they read is gone, a meaning changed). Listed in the
+/// catalog by the binary that applies them, so that an older binary, which
+/// does not know them, refuses the catalog instead of misreading it.
+/// Expand-only migrations are not listed: older binaries run beside newer
+/// ones during a rolling upgrade. None of this build's migrations is
+/// breaking.
+const BREAKING: &[i64] = &[];
+
+const CREATE_BREAKING_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS schema_breaking (version BIGINT NOT NULL PRIMARY KEY)";
+
+/// Refuses a catalog with a breaking migration this build does not know,
+/// naming the catalog's schema version and this build's.
+async fn refuse_newer_breaking(catalog: &SqlCatalog, applied: &[AppliedMigration]) -> Result<()> {
+    let known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+    let action = "reading schema_breaking";
+    let mut conn = catalog.reader(action, Route::Primary).await?;
+    let rows = sqlx::query("SELECT version FROM schema_breaking ORDER BY version")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db(action))?;
+    for row in &rows {
+        let version: i64 = row
+            .try_get("version")
+            .map_err(|e| codec::corrupt("schema_breaking", format!("column version: {e}")))?;
+        if MIGRATIONS.iter().all(|m| m.version != version) {
+            let newest = applied.last().map(|m| (m.version, m.name.clone()));
+            let (catalog_version, name) = newest.unwrap_or((version, String::new()));
+            return Err(CatalogError::SchemaTooNew {
+                catalog_version,
+                catalog_migration: name,
+                breaking: version,
+                binary_version: known,
+            });
+        }
     }
     Ok(())
 }
@@ -162,6 +206,13 @@ async fn apply(catalog: &SqlCatalog, migration: &Migration) -> Result<()> {
         .execute(&mut *w.tx)
         .await
         .map_err(failed)?;
+    if BREAKING.contains(&migration.version) {
+        sqlx::query("INSERT INTO schema_breaking (version) VALUES ($1)")
+            .bind(migration.version)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(failed)?;
+    }
     w.tx.commit().await.map_err(failed)?;
     tracing::info!(
         version = migration.version,
@@ -172,12 +223,14 @@ async fn apply(catalog: &SqlCatalog, migration: &Migration) -> Result<()> {
 }
 
 /// The migrations recorded as applied, in version order.
-pub(crate) async fn applied(pool: &AnyPool) -> Result<Vec<AppliedMigration>> {
+pub(crate) async fn applied(catalog: &SqlCatalog) -> Result<Vec<AppliedMigration>> {
+    let action = "reading schema_migrations";
+    let mut conn = catalog.reader(action, Route::Primary).await?;
     let rows =
         sqlx::query("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await
-            .map_err(db("reading schema_migrations"))?;
+            .map_err(db(action))?;
     rows.iter()
         .map(|row| {
             Ok(AppliedMigration {

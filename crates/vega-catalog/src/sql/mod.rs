@@ -7,14 +7,22 @@
 //! hold the queries (`connections.rs`, `assets.rs`, `versions.rs`,
 //! `jobs.rs`, `settings.rs`, `api_keys.rs`); `migrate.rs` holds the
 //! migration runner and `codec.rs` the conversions between rows and domain
-//! types. This file holds the pool, the transaction helpers and the trait
-//! implementation, which only delegates.
+//! types; `pool.rs` the connections (primary, replicas, failover) and
+//! `pg_url.rs` the PostgreSQL URL. This file holds the transaction helpers
+//! and the trait implementation, which only delegates — choosing for each
+//! method whether its reads may go to a replica (`Route`).
 //!
 //! SQLite allows one writer at a time, and a deferred transaction that later
 //! wants to write can fail at once with `SQLITE_BUSY`. So on SQLite every
 //! writing method holds an in-process mutex and starts with
 //! `BEGIN IMMEDIATE` (which also waits, up to the busy timeout, for writers in
 //! other processes); reads run concurrently on the pool (WAL mode).
+//!
+//! On PostgreSQL writes run on the primary's pool. With several hosts, a
+//! write that fails because the server is read-only (the primary was
+//! demoted) is retried once after the primary is found again (nothing was
+//! committed); with several hosts or replicas, reads that lose their
+//! connection are retried once. Other errors are returned.
 
 mod api_keys;
 mod assets;
@@ -23,9 +31,12 @@ mod codec;
 mod connections;
 mod jobs;
 mod migrate;
+mod pg_url;
+pub(crate) mod pool;
 mod settings;
 mod versions;
 
+use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -33,8 +44,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, Executor, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 use vega_core::{
     ApiKey, Asset, Connection, Id, Job, JobKind, JobState, Lease, Manifest, NewAsset,
@@ -47,16 +59,19 @@ use crate::{
 };
 
 pub use migrate::{AppliedMigration, Migration, MIGRATIONS};
+pub use pg_url::{
+    HostPort, PostgresUrl, PrimaryHosts, TargetSessionAttrs, DEFAULT_FAILOVER_TIMEOUT,
+    DEFAULT_MAX_REPLICA_LAG, DEFAULT_PORT,
+};
+pub use pool::{PoolRole, PoolRoleStats, PoolStats, ReplicaHealth};
 pub use versions::merge_stream_watermark;
+
+use pool::{DatabasePool, Route, ACQUIRE_TIMEOUT};
 
 /// How long a SQLite connection waits for another process's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in the SQLite pool; reads run concurrently on them.
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
-/// Connections in the PostgreSQL pool of one node.
-const POSTGRES_MAX_CONNECTIONS: u32 = 10;
-/// How long a caller waits for a free pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which database a [`SqlCatalog`] talks to. The SQL is the same for both;
 /// only connection set-up and transaction start differ.
@@ -108,11 +123,11 @@ impl Backend {
     }
 }
 
-/// The catalog on a SQL database (SQLite now; PostgreSQL through the same
-/// code later).
+/// The catalog on a SQL database: an embedded SQLite file, or PostgreSQL
+/// with an optional read/write split over replicas and primary failover.
 #[derive(Debug)]
 pub struct SqlCatalog {
-    pool: AnyPool,
+    pools: DatabasePool,
     backend: Backend,
     /// Serializes writing transactions; `Some` on SQLite only.
     write_lock: Option<Mutex<()>>,
@@ -124,13 +139,18 @@ pub(crate) struct WriteTx<'a> {
     // Field order matters: the transaction is dropped (rolled back) before
     // the lock is released.
     pub(crate) tx: Transaction<'static, Any>,
+    pools: &'a DatabasePool,
     _guard: Option<MutexGuard<'a, ()>>,
 }
 
 impl WriteTx<'_> {
+    /// Commits; from now on this handle reads from the primary for the
+    /// read-your-writes window.
     pub(crate) async fn commit(self, action: &'static str) -> Result<()> {
-        let WriteTx { tx, _guard } = self;
-        tx.commit().await.map_err(codec::db(action))
+        let WriteTx { tx, pools, _guard } = self;
+        tx.commit().await.map_err(codec::db(action))?;
+        pools.note_commit();
+        Ok(())
     }
 }
 
@@ -207,7 +227,7 @@ impl SqlCatalog {
             .await
             .map_err(codec::db("opening the SQLite catalog"))?;
         let catalog = SqlCatalog {
-            pool,
+            pools: DatabasePool::single(pool, "sqlite"),
             backend: Backend::Sqlite,
             write_lock: Some(Mutex::new(())),
         };
@@ -215,25 +235,18 @@ impl SqlCatalog {
         Ok(catalog)
     }
 
-    /// Connects to a PostgreSQL catalog (`postgres://user@host:port/db?…`)
-    /// and applies missing migrations. Many nodes may share it: migrations
-    /// are serialized by an advisory lock, and PostgreSQL's own locking
-    /// replaces SQLite's in-process write lock.
+    /// Connects to a PostgreSQL catalog and applies missing migrations.
+    /// The URL may list several hosts (`postgres://u:pw@h1:p1,h2:p2/db`),
+    /// searched in order for the writable primary, and read replicas
+    /// (`?replicas=h3:p3,h4`, lag bound `max_replica_lag=5s`); see
+    /// [`PostgresUrl`]. Many nodes may share the catalog: migrations are
+    /// serialized by an advisory lock, and PostgreSQL's own locking replaces
+    /// SQLite's in-process write lock.
     async fn open_postgres_url(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let any_options = AnyConnectOptions::from_str(url).map_err(|e| CatalogError::Database {
-            action: "parsing the catalog URL",
-            source: e,
-        })?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(POSTGRES_MAX_CONNECTIONS)
-            .min_connections(0)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(any_options)
-            .await
-            .map_err(codec::db("connecting to the PostgreSQL catalog"))?;
+        let url = PostgresUrl::parse(url)?;
         let catalog = SqlCatalog {
-            pool,
+            pools: DatabasePool::connect_postgres(&url).await?,
             backend: Backend::Postgres,
             write_lock: None,
         };
@@ -248,38 +261,131 @@ impl SqlCatalog {
 
     /// The migrations recorded as applied, in version order.
     pub async fn applied_migrations(&self) -> Result<Vec<AppliedMigration>> {
-        migrate::applied(&self.pool).await
+        migrate::applied(self).await
     }
 
-    /// Closes every pooled connection; later calls fail.
+    /// The pools' numbers now: per pool (the primary, then each replica)
+    /// connections open, in use and idle, acquires and the time waited for
+    /// them, reads served, and each replica's last lag and health; plus
+    /// reads that fell back to the primary and failovers. On SQLite the one
+    /// pool is the primary.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pools.stats()
+    }
+
+    /// Closes every pooled connection and stops the health checks; later
+    /// calls fail.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.pools.close().await;
     }
 
-    /// Starts a writing transaction (taking the write lock on SQLite).
+    /// Starts a writing transaction on the primary (taking the write lock
+    /// on SQLite).
     pub(crate) async fn write_tx(&self, action: &'static str) -> Result<WriteTx<'_>> {
         let guard = match &self.write_lock {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
         let tx = self
-            .pool
-            .begin_with(self.backend.begin_write())
+            .pools
+            .begin_primary(self.backend.begin_write())
             .await
             .map_err(codec::db(action))?;
-        Ok(WriteTx { tx, _guard: guard })
+        Ok(WriteTx {
+            tx,
+            pools: &self.pools,
+            _guard: guard,
+        })
     }
 
-    /// Starts a reading transaction: one consistent snapshot.
-    pub(crate) async fn read_tx(&self, action: &'static str) -> Result<Transaction<'static, Any>> {
-        self.pool
-            .begin_with(self.backend.begin_read())
+    /// Starts a reading transaction, one consistent snapshot, where `route`
+    /// allows.
+    pub(crate) async fn read_tx(
+        &self,
+        action: &'static str,
+        route: Route,
+    ) -> Result<Transaction<'static, Any>> {
+        self.pools
+            .begin_read(route, self.backend.begin_read())
             .await
             .map_err(codec::db(action))
     }
 
-    pub(crate) fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// A connection for single-statement reads, where `route` allows.
+    pub(crate) async fn reader(
+        &self,
+        action: &'static str,
+        route: Route,
+    ) -> Result<PoolConnection<Any>> {
+        self.pools
+            .acquire_read(route)
+            .await
+            .map_err(codec::db(action))
+    }
+
+    /// The primary's pool as it is now.
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> sqlx::AnyPool {
+        self.pools.primary_pool()
+    }
+
+    /// Runs a reading method. With replicas or several hosts, a lost
+    /// connection (a replica or the primary went away) or a standby's
+    /// recovery conflict is retried once, after the replicas were checked
+    /// again. Reads change nothing, so a retry is always safe.
+    async fn read<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let first = op().await;
+        match &first {
+            Err(CatalogError::Database { source, .. })
+                if self.pools.is_replicated()
+                    && ((pool::is_connection_error(source)
+                        && !matches!(
+                            source,
+                            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                        ))
+                        || pool::is_recovery_conflict(source)) =>
+            {
+                tracing::debug!(error = %source, "catalog read lost its connection; retrying once");
+                self.pools.recheck().await;
+                op().await
+            }
+            _ => first,
+        }
+    }
+
+    /// Runs a writing method (one transaction). With several hosts, a
+    /// read-only error (the primary was demoted: nothing was committed)
+    /// searches for the primary and retries once; a lost connection wakes
+    /// the primary check and is returned (the commit may or may not have
+    /// happened).
+    async fn write<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let first = op().await;
+        match &first {
+            Err(CatalogError::Database { source, .. })
+                if self.pools.can_fail_over() && pool::is_read_only_error(source) =>
+            {
+                tracing::warn!(error = %source, "catalog write reached a read-only server; finding the primary");
+                match self.pools.recheck_primary().await {
+                    Ok(()) => op().await,
+                    Err(_) => first,
+                }
+            }
+            Err(CatalogError::Database { source, .. })
+                if self.pools.can_fail_over() && pool::is_connection_error(source) =>
+            {
+                self.pools.wake_primary_monitor();
+                first
+            }
+            _ => first,
+        }
     }
 }
 
@@ -315,11 +421,22 @@ fn sqlite_file_url(path: &Path) -> String {
     url
 }
 
+/// Which reads may use a replica: plain lookups and listings, which may be
+/// up to `max_replica_lag` stale (`Route::Replica` inside the resource
+/// functions). Always on the primary: every write and the reads inside it,
+/// `ping`, `holds_lease` and `list_leases` (lease state: fencing),
+/// `list_segment_paths` (orphan clean-up deletes what it does not list),
+/// and migrations.
 #[async_trait]
 impl Catalog for SqlCatalog {
+    fn pool_stats(&self) -> Option<PoolStats> {
+        Some(SqlCatalog::pool_stats(self))
+    }
+
     async fn ping(&self) -> Result<()> {
+        let mut conn = self.reader("pinging the catalog", Route::Primary).await?;
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(codec::db("pinging the catalog"))?;
         Ok(())
@@ -330,19 +447,20 @@ impl Catalog for SqlCatalog {
         new: NewConnection,
         now: DateTime<Utc>,
     ) -> Result<Connection> {
-        connections::create(self, new, ms(now)).await
+        self.write(|| connections::create(self, new.clone(), ms(now)))
+            .await
     }
 
     async fn get_connection(&self, id: &Id) -> Result<Connection> {
-        connections::get(self, id).await
+        self.read(|| connections::get(self, id)).await
     }
 
     async fn get_connection_by_name(&self, name: &str) -> Result<Connection> {
-        connections::get_by_name(self, name).await
+        self.read(|| connections::get_by_name(self, name)).await
     }
 
     async fn list_connections(&self) -> Result<Vec<Connection>> {
-        connections::list(self).await
+        self.read(|| connections::list(self)).await
     }
 
     async fn update_connection(
@@ -351,7 +469,8 @@ impl Catalog for SqlCatalog {
         update: ConnectionUpdate,
         now: DateTime<Utc>,
     ) -> Result<Connection> {
-        connections::update(self, id, update, ms(now)).await
+        self.write(|| connections::update(self, id, update.clone(), ms(now)))
+            .await
     }
 
     async fn set_connection_enabled(
@@ -360,27 +479,30 @@ impl Catalog for SqlCatalog {
         enabled: bool,
         now: DateTime<Utc>,
     ) -> Result<Connection> {
-        connections::set_enabled(self, id, enabled, ms(now)).await
+        self.write(|| connections::set_enabled(self, id, enabled, ms(now)))
+            .await
     }
 
     async fn delete_connection(&self, id: &Id) -> Result<()> {
-        connections::delete(self, id).await
+        self.write(|| connections::delete(self, id)).await
     }
 
     async fn create_asset(&self, new: NewAsset, now: DateTime<Utc>) -> Result<Asset> {
-        assets::create(self, new, ms(now)).await
+        self.write(|| assets::create(self, new.clone(), ms(now)))
+            .await
     }
 
     async fn get_asset(&self, id: &Id) -> Result<Asset> {
-        assets::get(self, id).await
+        self.read(|| assets::get(self, id)).await
     }
 
     async fn get_asset_by_name(&self, namespace: &str, name: &str) -> Result<Asset> {
-        assets::get_by_name(self, namespace, name).await
+        self.read(|| assets::get_by_name(self, namespace, name))
+            .await
     }
 
     async fn list_assets(&self) -> Result<Vec<Asset>> {
-        assets::list(self).await
+        self.read(|| assets::list(self)).await
     }
 
     async fn update_asset(
@@ -389,11 +511,12 @@ impl Catalog for SqlCatalog {
         update: AssetUpdate,
         now: DateTime<Utc>,
     ) -> Result<Asset> {
-        assets::update(self, id, update, ms(now)).await
+        self.write(|| assets::update(self, id, update.clone(), ms(now)))
+            .await
     }
 
     async fn delete_asset(&self, id: &Id) -> Result<()> {
-        assets::delete(self, id).await
+        self.write(|| assets::delete(self, id)).await
     }
 
     async fn publish_version(
@@ -403,7 +526,8 @@ impl Catalog for SqlCatalog {
         job_id: Option<&Id>,
         now: DateTime<Utc>,
     ) -> Result<Version> {
-        versions::publish(self, asset_id, manifest, job_id, ms(now)).await
+        self.write(|| versions::publish(self, asset_id, manifest.clone(), job_id, ms(now)))
+            .await
     }
 
     async fn publish_version_with_watermark(
@@ -414,7 +538,17 @@ impl Catalog for SqlCatalog {
         job_id: Option<&Id>,
         now: DateTime<Utc>,
     ) -> Result<Version> {
-        versions::publish_with_watermark(self, asset_id, manifest, watermark, job_id, ms(now)).await
+        self.write(|| {
+            versions::publish_with_watermark(
+                self,
+                asset_id,
+                manifest.clone(),
+                watermark.clone(),
+                job_id,
+                ms(now),
+            )
+        })
+        .await
     }
 
     async fn append_segments(
@@ -426,7 +560,18 @@ impl Catalog for SqlCatalog {
         job_id: Option<&Id>,
         now: DateTime<Utc>,
     ) -> Result<Version> {
-        versions::append(self, asset_id, schema, segments, watermark, job_id, ms(now)).await
+        self.write(|| {
+            versions::append(
+                self,
+                asset_id,
+                schema.clone(),
+                segments.clone(),
+                watermark.clone(),
+                job_id,
+                ms(now),
+            )
+        })
+        .await
     }
 
     async fn flush_stream(
@@ -435,15 +580,16 @@ impl Catalog for SqlCatalog {
         flush: StreamFlush,
         now: DateTime<Utc>,
     ) -> Result<Version> {
-        versions::flush_stream(self, asset_id, flush, ms(now)).await
+        self.write(|| versions::flush_stream(self, asset_id, flush.clone(), ms(now)))
+            .await
     }
 
     async fn get_version(&self, asset_id: &Id, number: u32) -> Result<Version> {
-        versions::get(self, asset_id, number).await
+        self.read(|| versions::get(self, asset_id, number)).await
     }
 
     async fn list_versions(&self, asset_id: &Id) -> Result<Vec<Version>> {
-        versions::list(self, asset_id).await
+        self.read(|| versions::list(self, asset_id)).await
     }
 
     async fn set_active_version(
@@ -452,15 +598,16 @@ impl Catalog for SqlCatalog {
         number: u32,
         now: DateTime<Utc>,
     ) -> Result<Asset> {
-        versions::set_active(self, asset_id, number, ms(now)).await
+        self.write(|| versions::set_active(self, asset_id, number, ms(now)))
+            .await
     }
 
     async fn list_active_versions(&self) -> Result<Vec<(Asset, Version)>> {
-        versions::list_active(self).await
+        self.read(|| versions::list_active(self)).await
     }
 
     async fn list_segment_paths(&self) -> Result<Vec<String>> {
-        versions::list_segment_paths(self).await
+        self.read(|| versions::list_segment_paths(self)).await
     }
 
     async fn start_job(
@@ -470,7 +617,8 @@ impl Catalog for SqlCatalog {
         params: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<Job> {
-        jobs::start(self, kind, asset_id, params, None, ms(now)).await
+        self.write(|| jobs::start(self, kind, asset_id, params.clone(), None, ms(now)))
+            .await
     }
 
     async fn start_owned_job(
@@ -483,7 +631,17 @@ impl Catalog for SqlCatalog {
         now: DateTime<Utc>,
     ) -> Result<Job> {
         let ttl = chrono::Duration::from_std(lease_ttl).unwrap_or(chrono::Duration::MAX);
-        jobs::start(self, kind, asset_id, params, Some((owner, ttl)), ms(now)).await
+        self.write(|| {
+            jobs::start(
+                self,
+                kind,
+                asset_id,
+                params.clone(),
+                Some((owner, ttl)),
+                ms(now),
+            )
+        })
+        .await
     }
 
     async fn renew_job_leases(
@@ -493,7 +651,8 @@ impl Catalog for SqlCatalog {
         now: DateTime<Utc>,
     ) -> Result<Vec<Id>> {
         let ttl = chrono::Duration::from_std(lease_ttl).unwrap_or(chrono::Duration::MAX);
-        jobs::renew_leases(self, owner, ms(now + ttl)).await
+        self.write(|| jobs::renew_leases(self, owner, ms(now + ttl)))
+            .await
     }
 
     async fn claim_orphaned_jobs(
@@ -502,27 +661,30 @@ impl Catalog for SqlCatalog {
         limit: u32,
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedJob>> {
-        jobs::claim_orphaned(self, claimer, limit, ms(now)).await
+        self.write(|| jobs::claim_orphaned(self, claimer, limit, ms(now)))
+            .await
     }
 
     async fn get_job(&self, id: &Id) -> Result<Job> {
-        jobs::get(self, id).await
+        self.read(|| jobs::get(self, id)).await
     }
 
     async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>> {
-        jobs::list(self, filter).await
+        self.read(|| jobs::list(self, filter.clone())).await
     }
 
     async fn update_job_progress(&self, id: &Id, progress: JobProgress) -> Result<()> {
-        jobs::update_progress(self, id, progress).await
+        self.write(|| jobs::update_progress(self, id, progress))
+            .await
     }
 
     async fn record_job_attempt(&self, id: &Id, error: &str) -> Result<Job> {
-        jobs::record_attempt(self, id, error).await
+        self.write(|| jobs::record_attempt(self, id, error)).await
     }
 
     async fn finish_job(&self, id: &Id, outcome: JobOutcome, now: DateTime<Utc>) -> Result<Job> {
-        jobs::finish(self, id, outcome, ms(now)).await
+        self.write(|| jobs::finish(self, id, outcome.clone(), ms(now)))
+            .await
     }
 
     async fn fail_interrupted_jobs(
@@ -531,26 +693,27 @@ impl Catalog for SqlCatalog {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Job>> {
-        jobs::fail_interrupted(self, owner, reason, ms(now)).await
+        self.write(|| jobs::fail_interrupted(self, owner, reason, ms(now)))
+            .await
     }
 
     async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, u64)>> {
-        jobs::count_by_state(self).await
+        self.read(|| jobs::count_by_state(self)).await
     }
 
     async fn heartbeat_node(&self, node: &NodeInfo) -> Result<()> {
         let mut node = node.clone();
         node.started_at = ms(node.started_at);
         node.heartbeat_at = ms(node.heartbeat_at);
-        cluster::heartbeat(self, &node).await
+        self.write(|| cluster::heartbeat(self, &node)).await
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
-        cluster::list_nodes(self).await
+        self.read(|| cluster::list_nodes(self)).await
     }
 
     async fn remove_node(&self, id: &Id) -> Result<()> {
-        cluster::remove_node(self, id).await
+        self.write(|| cluster::remove_node(self, id)).await
     }
 
     async fn acquire_lease(
@@ -561,15 +724,17 @@ impl Catalog for SqlCatalog {
         now: DateTime<Utc>,
     ) -> Result<Option<Lease>> {
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        cluster::acquire(self, name, holder, ttl, ms(now)).await
+        self.write(|| cluster::acquire(self, name, holder, ttl, ms(now)))
+            .await
     }
 
     async fn release_lease(&self, name: &str, holder: &Id, now: DateTime<Utc>) -> Result<()> {
-        cluster::release(self, name, holder, ms(now)).await
+        self.write(|| cluster::release(self, name, holder, ms(now)))
+            .await
     }
 
     async fn list_leases(&self) -> Result<Vec<Lease>> {
-        cluster::list_leases(self).await
+        self.read(|| cluster::list_leases(self)).await
     }
 
     async fn holds_lease(
@@ -579,11 +744,12 @@ impl Catalog for SqlCatalog {
         token: u64,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        cluster::holds(self, name, holder, token, ms(now)).await
+        self.read(|| cluster::holds(self, name, holder, token, ms(now)))
+            .await
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>> {
-        settings::get(self, key).await
+        self.read(|| settings::get(self, key)).await
     }
 
     async fn put_setting(
@@ -592,7 +758,8 @@ impl Catalog for SqlCatalog {
         value: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        settings::put(self, key, value, ms(now)).await
+        self.write(|| settings::put(self, key, value.clone(), ms(now)))
+            .await
     }
 
     async fn create_api_key(
@@ -602,19 +769,21 @@ impl Catalog for SqlCatalog {
         secret_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<ApiKey> {
-        api_keys::create(self, name, role, secret_hash, ms(now)).await
+        self.write(|| api_keys::create(self, name, role, secret_hash, ms(now)))
+            .await
     }
 
     async fn find_api_key_by_hash(&self, secret_hash: &str) -> Result<Option<ApiKey>> {
-        api_keys::find_by_hash(self, secret_hash).await
+        self.read(|| api_keys::find_by_hash(self, secret_hash))
+            .await
     }
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
-        api_keys::list(self).await
+        self.read(|| api_keys::list(self)).await
     }
 
     async fn delete_api_key(&self, id: &Id) -> Result<()> {
-        api_keys::delete(self, id).await
+        self.write(|| api_keys::delete(self, id)).await
     }
 }
 
@@ -640,7 +809,7 @@ mod tests {
         let row = sqlx::query("SELECT $2 AS a, $1 AS b, $2 + 1 AS c")
             .bind("text")
             .bind(41_i64)
-            .fetch_one(catalog.pool())
+            .fetch_one(&catalog.pool())
             .await
             .unwrap();
         assert_eq!(row.get::<i64, _>("a"), 41);
@@ -703,7 +872,7 @@ mod tests {
                 .bind("k")
                 .bind("1")
                 .bind("2026-01-01T00:00:00.000Z")
-                .execute(catalog.pool())
+                .execute(&catalog.pool())
                 .await;
             if let Err(e) = result {
                 assert!(codec::is_unique_violation(&e), "{e}");

@@ -4,15 +4,17 @@
 use chrono::{DateTime, Utc};
 
 use super::codec::{self, db};
+use super::pool::Route;
 use super::SqlCatalog;
 use crate::Result;
 
 const TABLE: &str = "settings";
 
 pub(super) async fn get(catalog: &SqlCatalog, key: &str) -> Result<Option<serde_json::Value>> {
+    let mut conn = catalog.reader("reading a setting", Route::Replica).await?;
     let row = sqlx::query("SELECT value_json FROM settings WHERE key = $1")
         .bind(key)
-        .fetch_optional(catalog.pool())
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db("reading a setting"))?;
     row.map(|row| codec::json_col(&row, TABLE, "value_json"))

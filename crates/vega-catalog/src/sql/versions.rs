@@ -14,6 +14,7 @@ use sqlx::{Any, Transaction};
 use vega_core::{Asset, Id, Manifest, Segment, Version};
 
 use super::codec::{self, db};
+use super::pool::Route;
 use super::{assets, jobs, SqlCatalog};
 use crate::{CatalogError, Result, StreamFlush};
 
@@ -480,7 +481,7 @@ async fn load(
 
 pub(super) async fn get(catalog: &SqlCatalog, asset_id: &Id, number: u32) -> Result<Version> {
     let action = "reading a version";
-    let mut tx = catalog.read_tx(action).await?;
+    let mut tx = catalog.read_tx(action, Route::Replica).await?;
     let Some(version) = load(&mut tx, asset_id, number, action).await? else {
         assets::ensure_exists(&mut tx, asset_id).await?;
         return Err(not_found(asset_id, number));
@@ -491,7 +492,7 @@ pub(super) async fn get(catalog: &SqlCatalog, asset_id: &Id, number: u32) -> Res
 
 pub(super) async fn list(catalog: &SqlCatalog, asset_id: &Id) -> Result<Vec<Version>> {
     let action = "listing versions";
-    let mut tx = catalog.read_tx(action).await?;
+    let mut tx = catalog.read_tx(action, Route::Replica).await?;
     assets::ensure_exists(&mut tx, asset_id).await?;
     let version_rows = sqlx::query(
         "SELECT asset_id, number, created_at, job_id, schema_json FROM versions \
@@ -551,7 +552,7 @@ pub(super) async fn set_active(
 
 pub(super) async fn list_active(catalog: &SqlCatalog) -> Result<Vec<(Asset, Version)>> {
     let action = "listing active versions";
-    let mut tx = catalog.read_tx(action).await?;
+    let mut tx = catalog.read_tx(action, Route::Replica).await?;
     let sql = format!(
         "SELECT {cols}, v.number AS v_number, v.created_at AS v_created_at, \
                 v.job_id AS v_job_id, v.schema_json AS v_schema_json \
@@ -593,8 +594,11 @@ pub(super) async fn list_active(catalog: &SqlCatalog) -> Result<Vec<(Asset, Vers
 }
 
 pub(super) async fn list_segment_paths(catalog: &SqlCatalog) -> Result<Vec<String>> {
+    let mut conn = catalog
+        .reader("listing segment paths", Route::Primary)
+        .await?;
     let rows = sqlx::query("SELECT DISTINCT path FROM segments ORDER BY path")
-        .fetch_all(catalog.pool())
+        .fetch_all(&mut *conn)
         .await
         .map_err(db("listing segment paths"))?;
     rows.iter()

@@ -1,6 +1,7 @@
 //! Tests of `SqlCatalog` on real SQLite files in temporary directories (or
 //! real PostgreSQL databases with `VEGA_TEST_CATALOG=postgres`), one
-//! file per resource; one behaviour per test.
+//! file per resource; one behaviour per test. `replication.rs` always runs
+//! on its own PostgreSQL primary and streaming replica.
 
 mod api_keys;
 mod assets;
@@ -11,6 +12,7 @@ mod corrupt;
 mod job_leases;
 mod jobs;
 mod migrations;
+mod replication;
 mod settings;
 mod stream_flush;
 mod versions;

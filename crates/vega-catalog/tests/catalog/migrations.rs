@@ -247,6 +247,44 @@ async fn a_migration_from_a_newer_release_is_tolerated() {
     assert_eq!(applied.last().unwrap().version, 9999);
 }
 
+/// A newer release's breaking migration (one older binaries cannot work
+/// with): the catalog is refused, naming the catalog's schema version and
+/// this binary's, and nothing in it changes.
+#[tokio::test]
+async fn a_breaking_migration_from_a_newer_release_is_refused_naming_both_versions() {
+    if on_postgres() {
+        return; // looks at the SQLite file itself
+    }
+    let f = Fixture::new().await;
+    let path = f.path();
+    let raw = f.raw().await;
+    for sql in [
+        "INSERT INTO schema_migrations (version, name, applied_at) \
+         VALUES (9999, 'drop_old_columns', '2030-01-01T00:00:00.000Z')",
+        "INSERT INTO schema_breaking (version) VALUES (9999)",
+    ] {
+        sqlx::query(sql).execute(&raw).await.unwrap();
+    }
+    raw.close().await;
+    f.catalog.close().await;
+    let known = vega_catalog::MIGRATIONS.last().unwrap().version;
+    match vega_catalog::SqlCatalog::open_sqlite(&path).await {
+        Err(e @ CatalogError::SchemaTooNew { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("migration 9999 ('drop_old_columns')"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("knows migrations up to {known}")),
+                "{text}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    drop(f.dir);
+}
+
 #[tokio::test]
 async fn migration_0002_applies_to_a_catalog_made_with_only_0001() {
     if on_postgres() {

@@ -315,6 +315,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     .await
     .unwrap_or_default();
     out.push_str(&process);
+    if let Some(pools) = state.catalog.pool_stats() {
+        out.push_str(&crate::metrics::encode_pool_metrics(&pools));
+    }
     (
         [(
             header::CONTENT_TYPE,
