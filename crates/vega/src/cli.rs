@@ -45,6 +45,9 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The load balancer in front of Vega nodes.
+    #[command(subcommand)]
+    Lb(crate::lb::LbCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,7 +128,16 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormatArg>, args: ServeA
                 }
             }
         }
-        let server = match vega_server::start(&config, options).await {
+        // A signal during start-up (which may wait long for the catalog)
+        // stops the process at once.
+        let started = tokio::select! {
+            started = vega_server::start(&config, options) => started,
+            () = wait_for_signal() => {
+                tracing::info!("stopped before start-up finished");
+                return ExitCode::SUCCESS;
+            }
+        };
+        let server = match started {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "vega could not start");

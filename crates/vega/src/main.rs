@@ -3,9 +3,11 @@
 //! - `vega serve [--demo]` runs a node (embedded defaults without a config).
 //! - `vega sql "<query>"` runs SQL against a running node.
 //! - `vega config check` validates a configuration and prints every problem.
+//! - `vega lb render FILE` renders the HAProxy configuration for the nodes.
 
 mod cli;
 mod demo;
+mod lb;
 mod sql_client;
 
 use std::process::ExitCode;
@@ -18,5 +20,6 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => cli::serve(cli.config.as_deref(), cli.log_format, args),
         cli::Command::Sql(args) => sql_client::run(args),
         cli::Command::Config(cli::ConfigCommand::Check) => cli::config_check(cli.config.as_deref()),
+        cli::Command::Lb(command) => lb::run(command),
     }
 }

@@ -135,3 +135,58 @@ fn vega_sql_reports_an_unreachable_server() {
         .unwrap();
     assert_eq!(out.status.code(), Some(69));
 }
+
+/// `vega lb render` renders the shipped HAProxy file from its block, and
+/// reports a broken block with key paths (exit 1), changing nothing.
+#[test]
+fn lb_render_reproduces_the_shipped_haproxy_file_and_reports_bad_blocks() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let block = root.join("deploy/haproxy/load-balancer.yaml");
+    let shipped = std::fs::read_to_string(root.join("deploy/haproxy/haproxy.cfg")).unwrap();
+    let out = vega_command()
+        .args(["lb", "render", "--stats", "127.0.0.1:8404"])
+        .args(["--check-port-of", "127.0.0.1:50113=9190"])
+        .args(["--check-port-of", "127.0.0.1:50213=9290"])
+        .args(["--check-port-of", "127.0.0.1:50313=9390"])
+        .arg(&block)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    // The same configuration (the shipped file's header has more comments).
+    let body = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(body(&rendered), body(&shipped));
+    assert!(rendered.contains("balance leastconn"), "{rendered}");
+    assert!(
+        rendered.contains("option httpchk GET /health/ready"),
+        "{rendered}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("lb.yaml");
+    std::fs::write(
+        &bad,
+        "load_balancer:\n  algorithm: fastest\n  backends:\n    - address: nohost\n      weight: 0\n",
+    )
+    .unwrap();
+    let target = dir.path().join("haproxy.cfg");
+    let out = vega_command()
+        .args(["lb", "render", "-o"])
+        .arg(&target)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("load_balancer.algorithm"), "{err}");
+    assert!(!target.exists(), "nothing is written");
+}
