@@ -15,6 +15,7 @@ pub mod mqtt;
 pub mod publish;
 pub mod router;
 pub mod routes;
+pub mod starting;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -114,14 +114,39 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             source,
         })?;
 
+    // The operations port opens first: while start-up waits (for the
+    // catalog, say), it answers live but not ready, with the reason.
+    let ops_std = std::net::TcpListener::bind(config.ops.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| StartError::Bind {
+            what: "operations",
+            addr: config.ops.listen,
+            source,
+        })?;
+    let starting = {
+        let early = ops_std
+            .try_clone()
+            .and_then(TcpListener::from_std)
+            .map_err(|source| StartError::Bind {
+                what: "operations",
+                addr: config.ops.listen,
+                source,
+            })?;
+        if let Ok(addr) = early.local_addr() {
+            tracing::info!(ops = %addr, "operations port open; starting");
+        }
+        crate::starting::StartingServer::spawn(early, config.node.display_name())
+    };
+
     let catalog: Arc<dyn Catalog> = match &config.catalog.url {
         Some(url) => {
-            let catalog = SqlCatalog::connect(url.expose()).await?;
+            let catalog = connect_catalog(url.expose(), &starting.state).await?;
             tracing::info!("catalog: PostgreSQL");
             Arc::new(catalog)
         }
         None => Arc::new(SqlCatalog::open_sqlite(&data_dir.join("catalog.db")).await?),
     };
+    starting.state.set("recovering after the last stop");
 
     // Authentication before anything listens.
     let bootstrap = config
@@ -352,13 +377,12 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             addr: config.api.listen,
             source,
         })?;
-    let ops_listener = TcpListener::bind(config.ops.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "operations",
-            addr: config.ops.listen,
-            source,
-        })?;
+    starting.stop().await;
+    let ops_listener = TcpListener::from_std(ops_std).map_err(|source| StartError::Bind {
+        what: "operations",
+        addr: config.ops.listen,
+        source,
+    })?;
     let api_addr = api_listener
         .local_addr()
         .map_err(|source| StartError::Bind {
@@ -434,6 +458,62 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         ops_task,
         grace: config.shutdown.grace_period.into(),
     })
+}
+
+/// The first wait before connecting to the catalog again, and the longest:
+/// a catalog that is down at start (a rolling restart of the database, a
+/// failover in progress) is retried with full-jitter backoff between them,
+/// for as long as it takes, instead of exiting into a crash loop.
+const CATALOG_RETRY_INITIAL: Duration = Duration::from_millis(500);
+const CATALOG_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Connects to the PostgreSQL catalog, retrying while it cannot be reached
+/// (with the reason shown by the starting operations port). Errors that a
+/// retry cannot fix (a bad URL, a migration that fails, a catalog newer
+/// than this binary) end start-up at once.
+async fn connect_catalog(
+    url: &str,
+    starting: &crate::starting::StartingState,
+) -> Result<SqlCatalog, StartError> {
+    let mut attempt: u32 = 0;
+    loop {
+        match SqlCatalog::connect(url).await {
+            Ok(catalog) => {
+                if attempt > 0 {
+                    tracing::info!(attempts = attempt + 1, "the catalog is reachable");
+                }
+                return Ok(catalog);
+            }
+            // Unreachable (refused, timed out, no primary found yet) is
+            // worth waiting for; a bad URL or a failed migration is not.
+            Err(e) if is_transient(&e) => {
+                attempt = attempt.saturating_add(1);
+                let bound = CATALOG_RETRY_INITIAL
+                    .saturating_mul(1u32 << attempt.min(16))
+                    .min(CATALOG_RETRY_MAX);
+                let wait = bound
+                    .mul_f64(rand::random::<f64>())
+                    .max(Duration::from_millis(50));
+                tracing::warn!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64,
+                    "the catalog cannot be reached; retrying");
+                starting.set(format!(
+                    "the catalog cannot be reached (attempt {attempt}, next in {}ms): {e}",
+                    wait.as_millis()
+                ));
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether a catalog error at start may clear up by itself.
+fn is_transient(e: &vega_catalog::CatalogError) -> bool {
+    use vega_core::{Classify, ErrorClass};
+    matches!(
+        e,
+        vega_catalog::CatalogError::Database { .. } | vega_catalog::CatalogError::NoPrimary { .. }
+    ) || e.class() == ErrorClass::Unavailable
 }
 
 /// Where this node keeps segments and its write-ahead log.

@@ -64,35 +64,6 @@ fn a_node_on_a_postgres_catalog_syncs_ingests_and_restarts() {
     assert_eq!(versions.as_array().unwrap().len(), 1);
 }
 
-#[test]
-fn an_unreachable_postgres_catalog_stops_the_start_with_a_clear_error() {
-    let port = vega_testkit::ports::free_port();
-    let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("vega.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir: \"{}\"\ncatalog:\n  url: \"postgres://vega:hunter2-secret@127.0.0.1:{port}/vega\"\napi:\n  listen: 127.0.0.1:0\nops:\n  listen: 127.0.0.1:0\n",
-            tmp.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let out = crate::server::vega_command()
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("PostgreSQL catalog"), "{text}");
-    assert!(!text.contains("hunter2-secret"), "{text}");
-}
-
 /// Two nodes on one catalog: both are listed with their heartbeats; one
 /// holds the scheduler lease; when it is killed, the other takes the lease
 /// over within the lease TTL, with the next fencing token.

@@ -427,3 +427,109 @@ fn an_mqtt_consumer_moves_to_a_survivor_and_nothing_is_lost_or_doubled() {
         "MQTT consumer taken over {took_over:?} after its node was killed; {total} messages stored once"
     );
 }
+
+/// A catalog that cannot be reached at start: the node does not exit (no
+/// crash loop); its operations port answers live, and not ready with the
+/// reason, while it retries with backoff; once the catalog is reachable it
+/// starts and turns ready. SIGTERM while it waits stops it at once.
+#[test]
+fn a_catalog_unreachable_at_start_is_retried_and_readiness_says_why() {
+    use std::process::Stdio;
+
+    let pg = TestPostgres::start();
+    let target: SocketAddr = format!("{}:{}", pg.host(), pg.port()).parse().unwrap();
+    let proxy = CutProxy::start(target).unwrap();
+    proxy.cut();
+    let via_proxy = pg.url().replace(
+        &format!(":{}/", pg.port()),
+        &format!(":{}/", proxy.addr().port()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (api, ops) = (
+        vega_testkit::ports::free_port(),
+        vega_testkit::ports::free_port(),
+    );
+    let config = dir.path().join("vega.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir: \"{}\"\napi:\n  listen: 127.0.0.1:{api}\nops:\n  listen: 127.0.0.1:{ops}\ncatalog:\n  url: \"{via_proxy}\"\nlog:\n  format: json\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("vega.log")).unwrap();
+    let mut child = crate::server::vega_command()
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(dir.path().join("vega.log")).unwrap_or_default();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let get = |path: &str| http.get(format!("http://127.0.0.1:{ops}{path}")).send();
+
+    // Live, not ready, and saying why.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reason = loop {
+        if let Ok(r) = get("/health/ready") {
+            assert_eq!(r.status(), 503);
+            assert!(r.headers().contains_key("retry-after"));
+            let body: Value = r.json().unwrap();
+            let reason = body["reason"].as_str().unwrap_or_default().to_string();
+            if reason.contains("catalog") {
+                break reason;
+            }
+        }
+        assert!(Instant::now() < deadline, "no starting answer\n{}", logs());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(reason.contains("cannot be reached"), "{reason}");
+    assert!(
+        !reason.contains(pg.password()),
+        "the URL's password is never shown: {reason}"
+    );
+    assert_eq!(get("/health/live").unwrap().status(), 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it keeps trying\n{}",
+        logs()
+    );
+    assert!(logs().contains("retrying"), "{}", logs());
+
+    // The catalog comes back: the node starts and turns ready.
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if get("/health/ready").is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready\n{}", logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = http
+        .get(format!("http://127.0.0.1:{api}/api/v1/cluster/nodes"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // SIGTERM stops it cleanly.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not stop\n{}", logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}\n{}", logs());
+}
