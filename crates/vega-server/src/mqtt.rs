@@ -124,8 +124,17 @@ impl MqttStreams {
             return;
         }
         for id in idle {
-            self.reconcile(id).await;
+            self.start_if_idle(id).await;
         }
+    }
+
+    /// Starts the consumer of `connection` unless one runs already (an API
+    /// change may have started it since the caller looked).
+    async fn start_if_idle(&self, connection: &Id) {
+        if self.consumers.lock().await.contains_key(connection) {
+            return;
+        }
+        self.reconcile(connection).await;
     }
 
     /// Whether a stopped node's log still waits to be adopted.
@@ -199,7 +208,8 @@ impl MqttStreams {
     }
 
     /// Starts a consumer for every enabled MQTT connection with stream
-    /// assets.
+    /// assets that no consumer runs for yet (and whose lease this node
+    /// gets).
     pub async fn start_all(&self) {
         let Ok(connections) = self.catalog.list_connections().await else {
             tracing::error!("listing connections for MQTT consumers failed");
@@ -209,7 +219,7 @@ impl MqttStreams {
             .into_iter()
             .filter(|c| c.kind == ConnectorKind::Mqtt)
         {
-            self.reconcile(&c.id).await;
+            self.start_if_idle(&c.id).await;
         }
     }
 
