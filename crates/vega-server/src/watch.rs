@@ -65,7 +65,14 @@ impl CatalogWatch {
             let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             assets
                 .iter()
-                .filter(|a| seen.get(&a.id) != Some(&(a.active_version, a.updated_at)))
+                .filter(|a| match seen.get(&a.id) {
+                    None => true,
+                    // An older snapshot than the last look (a read from a
+                    // replica lagging more than the previous one) is not a
+                    // change: never go back.
+                    Some((_, at)) if a.updated_at < *at => false,
+                    Some(last) => *last != (a.active_version, a.updated_at),
+                })
                 .cloned()
                 .collect()
         };

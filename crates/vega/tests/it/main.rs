@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod bench;
 mod catalog_postgres;
+mod chaos;
 mod cli;
 mod cluster;
 mod crash;

@@ -40,6 +40,10 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// Allowed roots for the file connector.
     pub allowed_roots: Vec<PathBuf>,
+    /// Fixed loopback ports for the API and operations servers (a node
+    /// restarted behind a load balancer keeps its addresses); port 0 when
+    /// unset.
+    pub ports: Option<(u16, u16)>,
 }
 
 pub struct TestServer {
@@ -75,8 +79,9 @@ impl TestServer {
             .iter()
             .map(|p| format!("\"{}\"", p.display()))
             .collect();
+        let (api_port, ops_port) = options.ports.unwrap_or((0, 0));
         let mut yaml = format!(
-            "data_dir: \"{}\"\napi:\n  listen: 127.0.0.1:0\nops:\n  listen: 127.0.0.1:0\nconnectors:\n  file:\n    allowed_roots: [{}]\nshutdown:\n  grace_period: 20s\nlog:\n  format: json\n  level: info\n",
+            "data_dir: \"{}\"\napi:\n  listen: 127.0.0.1:{api_port}\nops:\n  listen: 127.0.0.1:{ops_port}\nconnectors:\n  file:\n    allowed_roots: [{}]\nshutdown:\n  grace_period: 20s\nlog:\n  format: json\n  level: info\n",
             data_dir.display(),
             roots.join(", ")
         );
