@@ -477,6 +477,9 @@ async fn connect_catalog(
 ) -> Result<SqlCatalog, StartError> {
     let mut attempt: u32 = 0;
     loop {
+        if attempt == 0 {
+            starting.set("connecting to the catalog");
+        }
         match SqlCatalog::connect(url).await {
             Ok(catalog) => {
                 if attempt > 0 {

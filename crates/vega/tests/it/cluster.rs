@@ -20,6 +20,34 @@ fn slow_query(secs: u32) -> String {
     format!("SELECT g AS x FROM generate_series(1, 3) g CROSS JOIN (SELECT pg_sleep({secs})) s")
 }
 
+/// The catalog URL of `pg` reached through `proxy` (which a test can cut).
+fn through_proxy(pg: &TestPostgres, proxy: &CutProxy) -> String {
+    let url = pg.url().replace(
+        &format!(":{}/", pg.port()),
+        &format!(":{}/", proxy.addr().port()),
+    );
+    assert_ne!(url, pg.url());
+    url
+}
+
+/// A node on `catalog_url` whose segments and log are in `shared`, with
+/// streamed rows flushed after `flush_age`.
+fn shared_node(
+    name: &str,
+    catalog_url: &str,
+    shared: &std::path::Path,
+    flush_age: &str,
+    options: Options,
+) -> TestServer {
+    TestServer::start_with(Options {
+        extra_yaml: format!(
+            "node:\n  name: {name}\ncatalog:\n  url: \"{catalog_url}\"\n{CLUSTER_YAML}storage:\n  shared_dir: \"{}\"\ningest:\n  flush_age: {flush_age}\n",
+            shared.display()
+        ),
+        ..options
+    })
+}
+
 fn node(pg: &TestPostgres, name: &str, catalog_url: &str) -> TestServer {
     TestServer::start_with(Options {
         env: vec![("PG_TEST_PASSWORD".into(), pg.password().to_string())],
@@ -118,11 +146,7 @@ fn a_node_cut_off_from_the_catalog_stops_its_job_and_the_job_runs_once_elsewhere
     let proxy = CutProxy::start(target).unwrap();
     // Node A reaches the catalog only through the proxy; the source (the
     // same server) directly.
-    let via_proxy = pg.url().replace(
-        &format!(":{}/", pg.port()),
-        &format!(":{}/", proxy.addr().port()),
-    );
-    assert_ne!(via_proxy, pg.url());
+    let via_proxy = through_proxy(&pg, &proxy);
     let a = node(&pg, "node-a", &via_proxy);
     let b = node(&pg, "node-b", &pg.url());
     let asset = slow_asset(&a, &pg, 4);
@@ -198,16 +222,12 @@ fn nodes_sharing_storage_serve_each_others_versions_and_streamed_rows() {
     let src = crate::server::SourceDir::new();
     src.write("t.csv", "a\n1\n2\n");
     let start = |name: &str, data_dir: Option<std::path::PathBuf>| {
-        TestServer::start_with(Options {
-            extra_yaml: format!(
-                "node:\n  name: {name}\ncatalog:\n  url: \"{}\"\n{CLUSTER_YAML}storage:\n  shared_dir: \"{}\"\ningest:\n  flush_age: 200ms\n",
-                pg.url(),
-                shared.path().display()
-            ),
+        let options = Options {
             allowed_roots: vec![src.path()],
             data_dir,
             ..Options::default()
-        })
+        };
+        shared_node(name, &pg.url(), shared.path(), "200ms", options)
     };
     let a = start("node-a", None);
     let mut b = start("node-b", None);
@@ -292,16 +312,7 @@ fn nodes_sharing_storage_serve_each_others_versions_and_streamed_rows() {
 fn a_survivor_replays_a_killed_nodes_acknowledged_rows() {
     let pg = TestPostgres::start();
     let shared = tempfile::tempdir().unwrap();
-    let start = |name: &str| {
-        TestServer::start_with(Options {
-            extra_yaml: format!(
-                "node:\n  name: {name}\ncatalog:\n  url: \"{}\"\n{CLUSTER_YAML}storage:\n  shared_dir: \"{}\"\ningest:\n  flush_age: 1h\n",
-                pg.url(),
-                shared.path().display()
-            ),
-            ..Options::default()
-        })
-    };
+    let start = |name: &str| shared_node(name, &pg.url(), shared.path(), "1h", Options::default());
     let mut a = start("node-a");
     let b = start("node-b");
     let mut acked = 0;
@@ -349,16 +360,8 @@ fn an_mqtt_consumer_moves_to_a_survivor_and_nothing_is_lost_or_doubled() {
     let pg = TestPostgres::start();
     let broker = TestMosquitto::start();
     let shared = tempfile::tempdir().unwrap();
-    let start = |name: &str| {
-        TestServer::start_with(Options {
-            extra_yaml: format!(
-                "node:\n  name: {name}\ncatalog:\n  url: \"{}\"\n{CLUSTER_YAML}storage:\n  shared_dir: \"{}\"\ningest:\n  flush_age: 300ms\n",
-                pg.url(),
-                shared.path().display()
-            ),
-            ..Options::default()
-        })
-    };
+    let start =
+        |name: &str| shared_node(name, &pg.url(), shared.path(), "300ms", Options::default());
     let mut nodes = [start("node-a"), start("node-b")];
     let con = mqtt_asset(
         &nodes[0],
@@ -440,10 +443,9 @@ fn a_catalog_unreachable_at_start_is_retried_and_readiness_says_why() {
     let target: SocketAddr = format!("{}:{}", pg.host(), pg.port()).parse().unwrap();
     let proxy = CutProxy::start(target).unwrap();
     proxy.cut();
-    let via_proxy = pg.url().replace(
-        &format!(":{}/", pg.port()),
-        &format!(":{}/", proxy.addr().port()),
-    );
+    // Each attempt gives up after 2 s (the default search for a primary
+    // lasts 30 s).
+    let via_proxy = format!("{}?failover_timeout=2s", through_proxy(&pg, &proxy));
     let dir = tempfile::tempdir().unwrap();
     let (api, ops) = (
         vega_testkit::ports::free_port(),
@@ -483,7 +485,7 @@ fn a_catalog_unreachable_at_start_is_retried_and_readiness_says_why() {
             assert!(r.headers().contains_key("retry-after"));
             let body: Value = r.json().unwrap();
             let reason = body["reason"].as_str().unwrap_or_default().to_string();
-            if reason.contains("catalog") {
+            if reason.contains("cannot be reached") {
                 break reason;
             }
         }
@@ -545,20 +547,14 @@ fn a_cut_off_node_refuses_writes_and_stops_when_its_log_was_taken_over() {
     let pg = TestPostgres::start();
     let target: SocketAddr = format!("{}:{}", pg.host(), pg.port()).parse().unwrap();
     let proxy = CutProxy::start(target).unwrap();
-    let via_proxy = pg.url().replace(
-        &format!(":{}/", pg.port()),
-        &format!(":{}/", proxy.addr().port()),
-    );
+    let via_proxy = through_proxy(&pg, &proxy);
     let shared = tempfile::tempdir().unwrap();
     let start = |name: &str, url: &str, data_dir: Option<std::path::PathBuf>| {
-        TestServer::start_with(Options {
-            extra_yaml: format!(
-                "node:\n  name: {name}\ncatalog:\n  url: \"{url}\"\n{CLUSTER_YAML}storage:\n  shared_dir: \"{}\"\ningest:\n  flush_age: 1h\n",
-                shared.path().display()
-            ),
+        let options = Options {
             data_dir,
             ..Options::default()
-        })
+        };
+        shared_node(name, url, shared.path(), "1h", options)
     };
     let mut a = start("node-a", &via_proxy, None);
     let b = start("node-b", &pg.url(), None);
