@@ -302,6 +302,43 @@ pub struct StorageConfig {
     /// `<shared_dir>/wal/<node id>`, so any node serves any asset. Unset:
     /// both stay in the data directory (one node).
     pub shared_dir: Option<PathBuf>,
+    /// An S3-compatible bucket that holds every segment: versions are
+    /// pushed there before they are committed and fetched by nodes that
+    /// lack their files, so nodes without a shared directory serve each
+    /// other's assets. Write-ahead logs stay local (or in `shared_dir`).
+    pub object_store: Option<ObjectStoreConfig>,
+}
+
+/// An S3-compatible bucket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectStoreConfig {
+    /// `s3://bucket` or `s3://bucket/prefix`.
+    pub url: String,
+    /// The server, e.g. `http://127.0.0.1:9000`; unset for AWS itself.
+    pub endpoint: Option<String>,
+    /// The region (`us-east-1` when unset; local servers ignore it).
+    pub region: Option<String>,
+    pub access_key_id: Option<Secret>,
+    /// Never printed.
+    pub secret_access_key: Option<Secret>,
+    /// Allows an `http://` endpoint (a local server); off by default.
+    pub allow_http: bool,
+}
+
+impl ObjectStoreConfig {
+    /// The bucket and prefix of `url`, or why it is not an `s3://` URL.
+    pub fn bucket_and_prefix(&self) -> Result<(String, String), String> {
+        let rest = self
+            .url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("'{}' must start with s3://", self.url))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("'{}' names no bucket", self.url));
+        }
+        Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
+    }
 }
 
 /// Where the catalog (metadata: connections, assets, versions, jobs) lives.

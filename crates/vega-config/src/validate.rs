@@ -95,6 +95,20 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
             "must not be empty (leave it unset for one node)",
         );
     }
+    if let Some(o) = &config.storage.object_store {
+        if let Err(message) = o.bucket_and_prefix() {
+            f.add("storage.object_store.url", message);
+        }
+        if o.endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://") && !o.allow_http)
+        {
+            f.add(
+                "storage.object_store.endpoint",
+                "is plain http: set storage.object_store.allow_http: true for a local server",
+            );
+        }
+    }
     if config.data_dir.as_os_str().is_empty() {
         f.add("data_dir", "must not be empty");
     }

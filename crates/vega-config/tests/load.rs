@@ -781,3 +781,28 @@ fn the_shared_storage_directory_is_set_by_file_or_env_and_never_empty() {
     let errors = expect_errors(result);
     assert_eq!(paths(&errors), ["storage.shared_dir"], "{errors}");
 }
+
+#[test]
+fn an_object_store_needs_an_s3_url_and_allow_http_for_a_plain_endpoint() {
+    let (_dir, result) = load_text(
+        "storage:\n  object_store:\n    url: s3://bucket/segments\n    endpoint: https://s3.example\n    secret_access_key: hush-hush\n",
+        &[],
+    );
+    let config = expect_config(result);
+    let o = config.storage.object_store.as_ref().unwrap();
+    assert_eq!(
+        o.bucket_and_prefix().unwrap(),
+        ("bucket".to_string(), "segments".to_string())
+    );
+    assert!(!format!("{config:?}").contains("hush-hush"));
+    let (_dir, result) = load_text(
+        "storage:\n  object_store:\n    url: bucket\n    endpoint: http://127.0.0.1:9000\n",
+        &[],
+    );
+    let errors = expect_errors(result);
+    assert_eq!(
+        paths(&errors),
+        ["storage.object_store.url", "storage.object_store.endpoint"],
+        "{errors}"
+    );
+}

@@ -174,11 +174,15 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
     // own interrupted jobs and leases.
     let node_id = node_identity(&data_dir)?;
     let layout = StorageLayout::new(config, &data_dir, &node_id)?;
-    let store = Arc::new(match &layout.shared {
+    let store = match &layout.shared {
         // Other nodes write the same root: files younger than the longest
         // a job may run could be theirs, in flight.
         Some(_) => SegmentStore::open_shared(&layout.segments_dir, config.sync.job_timeout.into())?,
         None => SegmentStore::open(&layout.segments_dir)?,
+    };
+    let store = Arc::new(match &config.storage.object_store {
+        Some(o) => store.with_remote(remote_segments(o)?),
+        None => store,
     });
     let mut roots = config.connectors.file.allowed_roots.clone();
     roots.extend(options.extra_allowed_roots.iter().cloned());
@@ -238,6 +242,10 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         );
     }
     for (asset, version) in catalog.list_active_versions().await? {
+        if let Err(e) = store.pull(&version.manifest).await {
+            tracing::error!(asset = %asset.qualified_name(), version = %version.label(), error = %e,
+                "fetching the active version's files from the object store failed");
+        }
         // An asset whose files are missing here (deleted by hand, or on
         // another node's disk) is left out of the engine and logged; the
         // node still starts and serves every other asset.
@@ -508,6 +516,29 @@ async fn connect_catalog(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The object store of `storage.object_store`.
+fn remote_segments(
+    o: &vega_config::ObjectStoreConfig,
+) -> Result<vega_storage::RemoteSegments, StartError> {
+    let (bucket, prefix) = o.bucket_and_prefix().map_err(|message| {
+        StartError::Storage(vega_storage::StorageError::InvalidOption {
+            field: "storage.object_store.url",
+            message,
+        })
+    })?;
+    Ok(vega_storage::RemoteSegments::s3(
+        &vega_storage::S3Options {
+            bucket,
+            prefix,
+            endpoint: o.endpoint.clone(),
+            region: o.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: o.access_key_id.as_ref().map(|s| s.expose().to_string()),
+            secret_access_key: o.secret_access_key.as_ref().map(|s| s.expose().to_string()),
+            allow_http: o.allow_http,
+        },
+    )?)
 }
 
 /// Whether a catalog error at start may clear up by itself.

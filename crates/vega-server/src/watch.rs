@@ -141,6 +141,13 @@ impl CatalogWatch {
                 return true;
             }
         }
+        // Files another node wrote: fetched from the object store, if one
+        // holds them, before the view points at them.
+        if let Err(e) = self.store.pull(&version.manifest).await {
+            tracing::warn!(asset = %asset.qualified_name(), version = %version.label(), error = %e,
+                "fetching the files of a version published on another node failed; retrying at the next heartbeat");
+            return false;
+        }
         match register_version(&self.engine, &self.store, asset, &version) {
             Ok(()) => {
                 tracing::info!(asset = %asset.qualified_name(), version = %version.label(),

@@ -9,6 +9,15 @@ use vega_core::{Classify, ErrorClass};
 /// What went wrong in the segment store.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The object store (S3-compatible) could not be reached or refused a
+    /// request; worth a retry.
+    #[error("object store: {action} '{path}': {message}")]
+    Remote {
+        action: &'static str,
+        path: String,
+        message: String,
+    },
+
     /// A segment path that is not a plain relative path under the root.
     #[error("invalid segment path '{path}': {reason}")]
     InvalidPath { path: String, reason: String },
@@ -119,7 +128,7 @@ impl Classify for StorageError {
             | StorageError::SegmentInvalid { .. }
             | StorageError::ChecksumMismatch { .. } => ErrorClass::RuleBroken,
             StorageError::StagingExists { .. } => ErrorClass::Conflict,
-            StorageError::Io { .. } => ErrorClass::Unavailable,
+            StorageError::Io { .. } | StorageError::Remote { .. } => ErrorClass::Unavailable,
             StorageError::ManifestSchema { .. } | StorageError::Parquet { .. } => {
                 ErrorClass::Internal
             }

@@ -43,10 +43,12 @@
 
 mod error;
 mod options;
+mod remote;
 mod stage;
 mod store;
 
 pub use error::StorageError;
 pub use options::{SegmentCompression, WriteOptions};
+pub use remote::{RemoteSegments, S3Options};
 pub use stage::StagedVersion;
 pub use store::{schema_from_manifest, DiskUsage, HoldGuard, OrphanReport, SegmentStore};

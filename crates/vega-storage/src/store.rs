@@ -34,6 +34,8 @@ pub struct SegmentStore {
     /// Unreferenced files younger than this are never swept: on a root
     /// shared by several nodes, another node may be writing them.
     orphan_grace: Duration,
+    /// The object store holding every segment too, if any.
+    pub(crate) remote: Option<crate::remote::RemoteSegments>,
 }
 
 /// Keeps a staging directory out of [`SegmentStore::remove_orphans`] until
@@ -88,6 +90,7 @@ impl SegmentStore {
             root,
             held: Arc::default(),
             orphan_grace: Duration::ZERO,
+            remote: None,
         })
     }
 

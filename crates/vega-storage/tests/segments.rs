@@ -569,3 +569,49 @@ fn a_shared_root_keeps_unreferenced_files_younger_than_the_grace() {
     let report = other.remove_orphans(&HashSet::new(), &[]).unwrap();
     assert_eq!(report.files_removed, 1, "{report:?}");
 }
+
+/// Segments pushed to an object store (here object_store's in-memory one)
+/// are fetched by another node's store, checked against the manifest; a
+/// corrupted object is refused, naming the segment, and nothing is put in
+/// place.
+#[test]
+fn pushed_segments_are_pulled_checked_and_a_corrupt_object_is_refused() {
+    use object_store::ObjectStore;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bucket: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let remote = vega_storage::RemoteSegments::new(bucket.clone(), "segments");
+    let (_d1, a) = store();
+    let a = a.with_remote(remote.clone());
+    let manifest = write_version(&a, 2, &[batch(0, 5)]);
+    runtime.block_on(a.push(&manifest)).unwrap();
+
+    let (_d2, b) = store();
+    let b = b.with_remote(remote);
+    assert_eq!(
+        runtime.block_on(b.pull(&manifest)).unwrap(),
+        manifest.segments.len()
+    );
+    b.validate(&manifest).unwrap();
+    // Present now: nothing more to fetch.
+    assert_eq!(runtime.block_on(b.pull(&manifest)).unwrap(), 0);
+
+    // A third node, and an object damaged in the bucket.
+    let victim = &manifest.segments[1];
+    runtime
+        .block_on(bucket.put(
+            &object_store::path::Path::from(format!("segments/{}", victim.path)),
+            object_store::PutPayload::from(vec![0u8; victim.bytes as usize]),
+        ))
+        .unwrap();
+    let (_d3, c) = store();
+    let c = c.with_remote(vega_storage::RemoteSegments::new(bucket, "segments"));
+    match runtime.block_on(c.pull(&manifest)) {
+        Err(StorageError::ChecksumMismatch { path, .. }) => assert_eq!(path, victim.path),
+        other => panic!("expected a checksum mismatch, got {other:?}"),
+    }
+    assert!(!c.absolute(&victim.path).unwrap().exists());
+}

@@ -834,7 +834,16 @@ impl SyncService {
             return Err(e);
         }
 
-        // 3. Publish: one catalog transaction makes the data visible.
+        // 3. Publish: one catalog transaction makes the data visible — once
+        // the files are in the object store too, if there is one.
+        if !manifest.segments.is_empty() {
+            if let Err(e) = self.store.push(&manifest).await {
+                if !self.crash_armed() {
+                    discard(self.store.clone(), manifest).await;
+                }
+                return Err(e.into());
+            }
+        }
         let now = self.clock.now();
         let watermark_json = watermark
             .map(|w| {
@@ -1010,6 +1019,7 @@ impl SyncService {
                 segments_dropped = trimmed.segments_dropped, segments_rewritten = trimmed.segments_rewritten,
                 "retention trimmed the asset"
             );
+            self.store.push(&trimmed.manifest).await?;
             let version = self
                 .catalog
                 .publish_version(&asset.id, trimmed.manifest, Some(&job.id), self.clock.now())

@@ -10,3 +10,4 @@ pub mod ports;
 pub mod postgres;
 pub mod proxy;
 pub mod replication;
+pub mod s3;

@@ -199,6 +199,10 @@ impl IngestService {
             let manifest = self
                 .stage_segment(&asset.id, &staging, arrow, vec![batch])
                 .await?;
+            self.store
+                .push(&manifest)
+                .await
+                .map_err(|e| IngestError::Unavailable(format!("storing a segment: {e}")))?;
             let version = self
                 .catalog
                 .flush_stream(

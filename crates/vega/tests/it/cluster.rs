@@ -632,3 +632,67 @@ fn a_cut_off_node_refuses_writes_and_stops_when_its_log_was_taken_over() {
     let r = a.post_text("/api/v2/write?bucket=tele", "m,node=a v=5000i 5000\n", &[]);
     assert_eq!(r.status, 204, "{}", r.text);
 }
+
+/// Two nodes without a shared directory, each with its own disk, and one
+/// S3-compatible bucket: a version synced on one node is pushed to the
+/// bucket before it is committed, and the other node fetches its files
+/// (checked against the manifest) and serves it; a node started later on
+/// an empty disk fetches every active version at start.
+#[test]
+fn nodes_with_an_object_store_serve_each_others_versions() {
+    let pg = TestPostgres::start();
+    let s3 = vega_testkit::s3::TestS3::start();
+    let src = crate::server::SourceDir::new();
+    src.write("t.csv", "a\n1\n2\n3\n");
+    let start = |name: &str| {
+        TestServer::start_with(Options {
+            extra_yaml: format!(
+                "node:\n  name: {name}\ncatalog:\n  url: \"{}\"\n{CLUSTER_YAML}storage:\n  object_store:\n    url: s3://{}/segments\n    endpoint: \"{}\"\n    access_key_id: {}\n    secret_access_key: {}\n    allow_http: true\n",
+                pg.url(),
+                s3.bucket(),
+                s3.endpoint(),
+                s3.access_key_id(),
+                s3.secret_access_key()
+            ),
+            allowed_roots: vec![src.path()],
+            ..Options::default()
+        })
+    };
+    let a = start("node-a");
+    let b = start("node-b");
+    let con = a.file_connection("files", &src.path());
+    let asset = a.asset(&con, "s", "t", json!({ "path": "t.csv" }));
+    assert_eq!(a.sync(&asset)["state"], "succeeded");
+    let objects = s3.list("segments/");
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert!(
+        objects[0].starts_with(&format!("segments/{asset}/")),
+        "{objects:?}"
+    );
+    wait_rows(
+        &b,
+        "SELECT sum(a) FROM s.t",
+        json!([[6]]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        b.data_dir
+            .join("segments")
+            .join(&objects[0]["segments/".len()..])
+            .is_file(),
+        "B holds the fetched file"
+    );
+    // Streamed rows flushed on B reach A through the bucket too.
+    let r = b.post_text("/api/v2/write?bucket=tele", "m,node=b v=7i 1\n", &[]);
+    assert_eq!(r.status, 204, "{}", r.text);
+    wait_rows(
+        &a,
+        "SELECT sum(v) FROM tele.m",
+        json!([[7]]),
+        Duration::from_secs(20),
+    );
+    // A third node on an empty disk fetches the active versions at start.
+    let c = start("node-c");
+    assert_eq!(c.sql("SELECT sum(a) FROM s.t")["rows"], json!([[6]]));
+    assert_eq!(c.sql("SELECT sum(v) FROM tele.m")["rows"], json!([[7]]));
+}
