@@ -731,10 +731,6 @@ impl IngestService {
         // A flush of a shared log is fenced by its lease: once another node
         // has taken the log over, this one's flushes are refused.
         let lease = self.check_own_lease()?;
-        self.store
-            .push(&manifest)
-            .await
-            .map_err(|e| IngestError::Unavailable(format!("storing a segment: {e}")))?;
         // One catalog transaction appends the segment to the active version
         // as it is now (another node, retention or a rollback may have
         // changed it since the last flush; new columns make a wider

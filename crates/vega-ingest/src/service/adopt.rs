@@ -199,10 +199,6 @@ impl IngestService {
             let manifest = self
                 .stage_segment(&asset.id, &staging, arrow, vec![batch])
                 .await?;
-            self.store
-                .push(&manifest)
-                .await
-                .map_err(|e| IngestError::Unavailable(format!("storing a segment: {e}")))?;
             let version = self
                 .catalog
                 .flush_stream(
@@ -280,7 +276,8 @@ impl IngestService {
         super::write_keys(&path, &keys)
     }
 
-    /// Writes `batches` (conformed to `schema`) as one staged segment.
+    /// Writes `batches` (conformed to `schema`) as one staged segment, and
+    /// sends it to the object store if there is one: ready to be committed.
     pub(super) async fn stage_segment(
         &self,
         asset: &Id,
@@ -291,7 +288,7 @@ impl IngestService {
         let store = self.store.clone();
         let asset = asset.clone();
         let staging_id = staging_id.to_string();
-        tokio::task::spawn_blocking(move || {
+        let manifest = tokio::task::spawn_blocking(move || {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             let mut staged = store
                 .stage(
@@ -317,6 +314,11 @@ impl IngestService {
                 .map_err(|e| IngestError::Unavailable(format!("writing a segment: {e}")))
         })
         .await
-        .map_err(|e| IngestError::Internal(format!("flush thread: {e}")))?
+        .map_err(|e| IngestError::Internal(format!("flush thread: {e}")))??;
+        self.store
+            .push(&manifest)
+            .await
+            .map_err(|e| IngestError::Unavailable(format!("storing a segment: {e}")))?;
+        Ok(manifest)
     }
 }
