@@ -106,12 +106,7 @@ pub(super) async fn publish_with_watermark(
         jobs::fence_result(&mut w.tx, job_id, version.number, now, action).await?;
     }
     if let Some(watermark) = watermark {
-        sqlx::query("UPDATE assets SET watermark_json = $2 WHERE id = $1")
-            .bind(asset_id.as_str())
-            .bind(watermark.to_string())
-            .execute(&mut *w.tx)
-            .await
-            .map_err(db(action))?;
+        set_watermark(&mut w.tx, asset_id, &watermark, action).await?;
     }
     w.commit(action).await?;
     Ok(version)
@@ -366,14 +361,25 @@ pub(super) async fn flush_stream(
     };
     let watermark =
         merge_stream_watermark(asset.watermark, flush.wal.as_deref(), flush.through_seq);
+    set_watermark(&mut w.tx, asset_id, &watermark, action).await?;
+    w.commit(action).await?;
+    Ok(version)
+}
+
+/// Stores an asset's watermark in the caller's transaction.
+async fn set_watermark(
+    tx: &mut Transaction<'static, Any>,
+    asset_id: &Id,
+    watermark: &serde_json::Value,
+    action: &'static str,
+) -> Result<()> {
     sqlx::query("UPDATE assets SET watermark_json = $2 WHERE id = $1")
         .bind(asset_id.as_str())
         .bind(watermark.to_string())
-        .execute(&mut *w.tx)
+        .execute(&mut **tx)
         .await
         .map_err(db(action))?;
-    w.commit(action).await?;
-    Ok(version)
+    Ok(())
 }
 
 /// Whether rows of schema `flush` fit the active version's schema
