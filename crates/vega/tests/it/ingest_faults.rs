@@ -326,6 +326,11 @@ fn kill_9_during_mqtt_load_loses_and_duplicates_nothing() {
         "mqtt",
         serde_json::json!({ "topic": "crash/#" }),
     );
+    // The broker keeps messages for the session only once it has
+    // subscribed: publish after the consumer is connected.
+    crate::mqtt::wait_until("the consumer to connect", Duration::from_secs(20), || {
+        crate::mqtt::connection_health(&vega, "broker-crash-mqtt")["status"] == "healthy"
+    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::new(AtomicI64::new(0));

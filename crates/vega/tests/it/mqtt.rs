@@ -114,7 +114,7 @@ pub fn mqtt_asset(vega: &TestServer, port: u16, ns: &str, name: &str, source: Va
     con
 }
 
-fn connection_health(vega: &TestServer, name: &str) -> Value {
+pub fn connection_health(vega: &TestServer, name: &str) -> Value {
     let health = vega.get("/health").json();
     health["services"]
         .as_array()
