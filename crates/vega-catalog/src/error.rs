@@ -42,6 +42,15 @@ pub enum CatalogError {
         breaking: i64,
         binary_version: i64,
     },
+    /// A catalog snapshot that cannot be imported (unknown format, a schema
+    /// newer than this build's migrations, references to objects it does not
+    /// hold, duplicates), or a catalog this build cannot export completely.
+    /// Nothing was written.
+    #[error("catalog snapshot refused: {message}")]
+    Snapshot {
+        /// What is wrong, naming the object or versions at fault.
+        message: String,
+    },
     /// A migration failed.
     #[error("catalog migration {version} failed: {message}")]
     Migration { version: i64, message: String },
@@ -64,6 +73,7 @@ impl Classify for CatalogError {
             | CatalogError::Migration { .. }
             | CatalogError::SchemaTooNew { .. } => ErrorClass::Internal,
             CatalogError::InvalidUrl { .. } => ErrorClass::BadInput,
+            CatalogError::Snapshot { .. } => ErrorClass::RuleBroken,
             CatalogError::NoPrimary { .. } => ErrorClass::Unavailable,
             // A lost or refused connection, or a demoted primary (25006):
             // a failover in progress; trying again later can succeed.

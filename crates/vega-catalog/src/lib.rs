@@ -13,9 +13,13 @@
 //! (`?replicas=h:p,…`, used within `max_replica_lag`); see
 //! [`PostgresUrl`] and [`SqlCatalog::pool_stats`].
 //!
+//! A whole catalog's user state exports to, and imports from, a portable
+//! [`CatalogSnapshot`] (backups, disaster recovery, moving between backends).
+//!
 //! The catalog never calls DuckDB, never touches segment files, knows no HTTP.
 
 mod error;
+pub mod snapshot;
 pub mod sql;
 
 use async_trait::async_trait;
@@ -26,6 +30,9 @@ use vega_core::{
 };
 
 pub use error::CatalogError;
+pub use snapshot::{
+    ApiKeySnapshot, AssetSnapshot, CatalogSnapshot, SettingSnapshot, SNAPSHOT_FORMAT,
+};
 pub use sql::{
     merge_stream_watermark, AppliedMigration, Backend, HostPort, Migration, PoolRole,
     PoolRoleStats, PoolStats, PostgresUrl, PrimaryHosts, ReplicaHealth, SqlCatalog,
@@ -321,6 +328,24 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn find_api_key_by_hash(&self, secret_hash: &str) -> Result<Option<ApiKey>>;
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
     async fn delete_api_key(&self, id: &Id) -> Result<()>;
+
+    // --- snapshots ---------------------------------------------------------
+
+    /// Every piece of durable user state (see [`CatalogSnapshot`]: no jobs,
+    /// nodes or leases), read in one transaction on the primary that sees
+    /// one point in time. Stamped `exported_at = now`. Fails with
+    /// `Snapshot` when the catalog's schema is newer than this build's
+    /// migrations (the snapshot would miss what they added).
+    async fn export_snapshot(&self, now: DateTime<Utc>) -> Result<CatalogSnapshot>;
+    /// Writes `snapshot` into an empty catalog (no connections, no assets)
+    /// in one transaction, keeping every id, time, version number and
+    /// active pointer, so that exporting again gives an equal snapshot (but
+    /// for `exported_at`). Fails, writing nothing, with `Snapshot` when
+    /// [`CatalogSnapshot::validate`] refuses it (unknown format, a schema
+    /// newer than this build's, dangling references, duplicates), and with
+    /// `Conflict` when the catalog is not empty or already has a setting
+    /// or an API key (by id, name or secret) that the snapshot holds.
+    async fn import_snapshot(&self, snapshot: &CatalogSnapshot) -> Result<()>;
 
     // --- cluster -----------------------------------------------------------
 

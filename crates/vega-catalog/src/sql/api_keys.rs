@@ -12,9 +12,9 @@ use crate::{CatalogError, Result};
 
 const TABLE: &str = "api_keys";
 
-const COLUMNS: &str = "id, name, role, secret_hash, created_at";
+pub(super) const COLUMNS: &str = "id, name, role, secret_hash, created_at";
 
-fn decode(row: &AnyRow) -> Result<ApiKey> {
+pub(super) fn decode(row: &AnyRow) -> Result<ApiKey> {
     Ok(ApiKey {
         id: codec::id_col(row, TABLE, "id")?,
         name: codec::col(row, TABLE, "name")?,

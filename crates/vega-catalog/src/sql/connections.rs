@@ -12,9 +12,9 @@ use crate::{CatalogError, ConnectionUpdate, Result};
 
 const TABLE: &str = "connections";
 
-const COLUMNS: &str = "id, name, kind, params_json, enabled, created_at, updated_at";
+pub(super) const COLUMNS: &str = "id, name, kind, params_json, enabled, created_at, updated_at";
 
-fn decode(row: &AnyRow) -> Result<Connection> {
+pub(super) fn decode(row: &AnyRow) -> Result<Connection> {
     Ok(Connection {
         id: codec::id_col(row, TABLE, "id")?,
         name: codec::col(row, TABLE, "name")?,

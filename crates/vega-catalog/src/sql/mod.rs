@@ -5,7 +5,8 @@
 //! Every query is portable SQL with numbered placeholders (`$1`, `$2`, …),
 //! which both drivers bind by number. The resource files next to this one
 //! hold the queries (`connections.rs`, `assets.rs`, `versions.rs`,
-//! `jobs.rs`, `settings.rs`, `api_keys.rs`); `migrate.rs` holds the
+//! `jobs.rs`, `settings.rs`, `api_keys.rs`; whole-catalog snapshots in
+//! `snapshot.rs`); `migrate.rs` holds the
 //! migration runner and `codec.rs` the conversions between rows and domain
 //! types; `pool.rs` the connections (primary, replicas, failover) and
 //! `pg_url.rs` the PostgreSQL URL. This file holds the transaction helpers
@@ -34,6 +35,7 @@ mod migrate;
 mod pg_url;
 pub(crate) mod pool;
 mod settings;
+mod snapshot;
 mod versions;
 
 use std::future::Future;
@@ -54,8 +56,8 @@ use vega_core::{
 };
 
 use crate::{
-    AssetUpdate, Catalog, CatalogError, ClaimedJob, ConnectionUpdate, JobFilter, JobOutcome,
-    JobProgress, Result, StreamFlush,
+    AssetUpdate, Catalog, CatalogError, CatalogSnapshot, ClaimedJob, ConnectionUpdate, JobFilter,
+    JobOutcome, JobProgress, Result, StreamFlush,
 };
 
 pub use migrate::{AppliedMigration, Migration, MIGRATIONS};
@@ -426,7 +428,7 @@ fn sqlite_file_url(path: &Path) -> String {
 /// functions). Always on the primary: every write and the reads inside it,
 /// `ping`, `holds_lease` and `list_leases` (lease state: fencing),
 /// `list_segment_paths` (orphan clean-up deletes what it does not list),
-/// and migrations.
+/// `export_snapshot` (a backup must not be stale), and migrations.
 #[async_trait]
 impl Catalog for SqlCatalog {
     fn pool_stats(&self) -> Option<PoolStats> {
@@ -784,6 +786,14 @@ impl Catalog for SqlCatalog {
 
     async fn delete_api_key(&self, id: &Id) -> Result<()> {
         self.write(|| api_keys::delete(self, id)).await
+    }
+
+    async fn export_snapshot(&self, now: DateTime<Utc>) -> Result<CatalogSnapshot> {
+        self.read(|| snapshot::export(self, ms(now))).await
+    }
+
+    async fn import_snapshot(&self, snapshot: &CatalogSnapshot) -> Result<()> {
+        self.write(|| snapshot::import(self, snapshot)).await
     }
 }
 

@@ -29,7 +29,7 @@ fn not_found(asset_id: &Id, number: u32) -> CatalogError {
 }
 
 /// A version row without its segments.
-fn decode_version(row: &AnyRow) -> Result<Version> {
+pub(super) fn decode_version(row: &AnyRow) -> Result<Version> {
     Ok(Version {
         asset_id: codec::id_col(row, VERSIONS, "asset_id")?,
         number: codec::u32_col(row, VERSIONS, "number")?,
@@ -59,7 +59,7 @@ fn decode_segment(row: &AnyRow) -> Result<((Id, u32), Segment)> {
 
 /// Segment rows, which must be ordered by ordinal within each version,
 /// grouped by version.
-fn group_segments(rows: &[AnyRow]) -> Result<HashMap<(Id, u32), Vec<Segment>>> {
+pub(super) fn group_segments(rows: &[AnyRow]) -> Result<HashMap<(Id, u32), Vec<Segment>>> {
     let mut grouped: HashMap<(Id, u32), Vec<Segment>> = HashMap::new();
     for row in rows {
         let (key, segment) = decode_segment(row)?;
@@ -68,7 +68,7 @@ fn group_segments(rows: &[AnyRow]) -> Result<HashMap<(Id, u32), Vec<Segment>>> {
     Ok(grouped)
 }
 
-fn attach_segments(
+pub(super) fn attach_segments(
     mut version: Version,
     grouped: &mut HashMap<(Id, u32), Vec<Segment>>,
 ) -> Version {

@@ -14,5 +14,6 @@ mod jobs;
 mod migrations;
 mod replication;
 mod settings;
+mod snapshot;
 mod stream_flush;
 mod versions;
