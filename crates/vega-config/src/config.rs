@@ -88,6 +88,13 @@ pub const QUERY_THREADS_RANGE: RangeInclusive<usize> = 1..=256;
 /// DuckDB memory limit: enough for sizeable aggregations on a laptop while
 /// leaving room for the rest of the process and the machine.
 pub const DEFAULT_QUERY_MEMORY_LIMIT: ByteSize = ByteSize::gib(2);
+/// Bytes of answers the result cache keeps (Spice.ai's default).
+pub const DEFAULT_CACHE_MAX_BYTES: ByteSize = ByteSize::mib(128);
+/// How long a cached answer is served. Answers are keyed by the exact
+/// versions of the data they read, so the TTL bounds memory, not staleness.
+pub const DEFAULT_CACHE_TTL: HumanDuration = HumanDuration::from_secs(60);
+/// Answers larger than this are not cached.
+pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: ByteSize = ByteSize::mib(16);
 
 /// Two sync jobs at once keep sources and disk busy without starving
 /// queries on a small machine.
@@ -171,6 +178,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The query engine.
     pub query: QueryConfig,
+    /// The result cache of `POST /api/v1/query`.
+    pub cache: CacheConfig,
     /// Background sync jobs.
     pub sync: SyncConfig,
     /// Streaming ingest (line protocol, MQTT): write-ahead log and buffer.
@@ -181,6 +190,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The backup repository (`/api/v1/backups`).
+    pub backup: BackupConfig,
 }
 
 impl Default for Config {
@@ -195,11 +206,13 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
+            cache: CacheConfig::default(),
             sync: SyncConfig::default(),
             ingest: IngestConfig::default(),
             connectors: ConnectorsConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -341,6 +354,52 @@ impl ObjectStoreConfig {
     }
 }
 
+/// Where backups are kept: a directory, or an S3-compatible bucket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// The directory of the backup repository. Unset: `<data_dir>/backups`.
+    /// Ignored when `object_store` is set.
+    pub dir: Option<PathBuf>,
+    /// An S3-compatible bucket holding the repository instead of a
+    /// directory (`url: s3://bucket/prefix`, as `storage.object_store`).
+    pub object_store: Option<ObjectStoreConfig>,
+    /// Backups the scheduler leader takes on its own, each with its
+    /// retention.
+    pub schedules: Vec<BackupScheduleConfig>,
+}
+
+/// One scheduled backup, e.g. daily, kept for 30 days.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupScheduleConfig {
+    /// Names the schedule; its backups are described `scheduled: <name>`.
+    pub name: String,
+    /// `full` or `catalog`.
+    #[serde(default = "default_backup_scope")]
+    pub scope: String,
+    /// An interval (`24h`) or a cron expression (six fields, seconds first:
+    /// `"0 0 3 * * *"`).
+    pub schedule: String,
+    /// Keep at most this many of the schedule's backups (at least 1).
+    #[serde(default)]
+    pub keep_last: Option<usize>,
+    /// Delete the schedule's backups older than this.
+    #[serde(default)]
+    pub max_age: Option<HumanDuration>,
+}
+
+fn default_backup_scope() -> String {
+    "full".into()
+}
+
+impl BackupConfig {
+    /// The repository's directory: `dir`, or `<data_dir>/backups`.
+    pub fn dir_in(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| data_dir.join("backups"))
+    }
+}
+
 /// Where the catalog (metadata: connections, assets, versions, jobs) lives.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -400,6 +459,33 @@ impl Default for QueryConfig {
             max_rows_limit: DEFAULT_QUERY_MAX_ROWS_LIMIT,
             threads: DEFAULT_QUERY_THREADS,
             memory_limit: DEFAULT_QUERY_MEMORY_LIMIT,
+        }
+    }
+}
+
+/// The result cache: answers of read-only queries, in memory, keyed by
+/// the normalized SQL, the request's shape and the version of every asset
+/// the query reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Whether answers are cached at all.
+    pub enabled: bool,
+    /// Bytes of answers kept; the least recently used go first.
+    pub max_bytes: ByteSize,
+    /// How long an answer is served after it was computed.
+    pub ttl: HumanDuration,
+    /// Answers larger than this are not cached. At most `max_bytes`.
+    pub max_entry_bytes: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            ttl: DEFAULT_CACHE_TTL,
+            max_entry_bytes: DEFAULT_CACHE_MAX_ENTRY_BYTES,
         }
     }
 }

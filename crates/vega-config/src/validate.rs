@@ -112,6 +112,61 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     if config.data_dir.as_os_str().is_empty() {
         f.add("data_dir", "must not be empty");
     }
+    if config
+        .backup
+        .dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        f.add(
+            "backup.dir",
+            "must not be empty (leave it unset for <data_dir>/backups)",
+        );
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, schedule) in config.backup.schedules.iter().enumerate() {
+        let at = |key: &str| format!("backup.schedules[{i}].{key}");
+        if schedule.name.trim().is_empty() {
+            f.add(&at("name"), "must not be empty");
+        } else if !names.insert(schedule.name.as_str()) {
+            f.add(
+                &at("name"),
+                format!("'{}' names two schedules", schedule.name),
+            );
+        }
+        if !matches!(schedule.scope.as_str(), "full" | "catalog") {
+            f.add(
+                &at("scope"),
+                format!("must be full or catalog, not '{}'", schedule.scope),
+            );
+        }
+        if schedule.schedule.trim().is_empty() {
+            f.add(&at("schedule"), "must not be empty");
+        }
+        if schedule.keep_last == Some(0) {
+            f.add(
+                &at("keep_last"),
+                "must be at least 1 (the newest backup is always kept)",
+            );
+        }
+        if schedule.max_age.is_some_and(|a| a.is_zero()) {
+            f.add(&at("max_age"), "must be greater than zero");
+        }
+    }
+    if let Some(o) = &config.backup.object_store {
+        if let Err(message) = o.bucket_and_prefix() {
+            f.add("backup.object_store.url", message);
+        }
+        if o.endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://") && !o.allow_http)
+        {
+            f.add(
+                "backup.object_store.endpoint",
+                "is plain http: set backup.object_store.allow_http: true for a local server",
+            );
+        }
+    }
 
     if let Some(name) = &config.node.name {
         if name.trim().is_empty() {
@@ -196,6 +251,30 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
             f.add(
                 "auth.bootstrap_admin_key",
                 "must not start or end with whitespace",
+            );
+        }
+    }
+
+    let c = &config.cache;
+    if c.enabled {
+        f.not_zero(
+            "cache.max_bytes",
+            c.max_bytes.is_zero(),
+            "an empty cache holds nothing; set cache.enabled: false instead",
+        );
+        f.not_zero(
+            "cache.ttl",
+            c.ttl.is_zero(),
+            "answers would expire at once; set cache.enabled: false instead",
+        );
+        if c.max_entry_bytes > c.max_bytes {
+            f.add_related(
+                "cache.max_entry_bytes",
+                "cache.max_bytes",
+                format!(
+                    "{} exceeds cache.max_bytes ({}); it must not be larger",
+                    c.max_entry_bytes, c.max_bytes
+                ),
             );
         }
     }

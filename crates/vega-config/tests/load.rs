@@ -492,11 +492,11 @@ fn env_var_for_unknown_key_is_rejected_naming_the_variable() {
 
 #[test]
 fn env_var_for_unknown_section_is_rejected_naming_the_variable() {
-    let errors = expect_errors(load_env(&[("VEGA_CACHE__SIZE", "1GiB")]));
-    assert_eq!(paths(&errors), vec!["cache"]);
+    let errors = expect_errors(load_env(&[("VEGA_TURBO__SIZE", "1GiB")]));
+    assert_eq!(paths(&errors), vec!["turbo"]);
     assert_eq!(
         errors.0[0].source,
-        ProblemSource::Env("VEGA_CACHE__SIZE".into())
+        ProblemSource::Env("VEGA_TURBO__SIZE".into())
     );
 }
 
@@ -803,6 +803,67 @@ fn an_object_store_needs_an_s3_url_and_allow_http_for_a_plain_endpoint() {
     assert_eq!(
         paths(&errors),
         ["storage.object_store.url", "storage.object_store.endpoint"],
+        "{errors}"
+    );
+}
+
+#[test]
+fn cache_settings_load_and_are_checked() {
+    let config = load_env(&[
+        ("VEGA_CACHE__MAX_BYTES", "64MiB"),
+        ("VEGA_CACHE__TTL", "5s"),
+    ])
+    .unwrap();
+    assert_eq!(config.cache.max_bytes.as_u64(), 64 << 20);
+    assert!(config.cache.enabled);
+    let errors = expect_errors(load_env(&[
+        ("VEGA_CACHE__MAX_BYTES", "1MiB"),
+        ("VEGA_CACHE__MAX_ENTRY_BYTES", "2MiB"),
+        ("VEGA_CACHE__TTL", "0s"),
+    ]));
+    assert_eq!(paths(&errors), vec!["cache.ttl", "cache.max_entry_bytes"]);
+    // Disabled, the sizes are not checked.
+    load_env(&[("VEGA_CACHE__ENABLED", "false"), ("VEGA_CACHE__TTL", "0s")]).unwrap();
+}
+
+#[test]
+fn backup_section_defaults_to_the_data_dir_and_is_checked() {
+    let config = expect_config(load_env(&[]));
+    assert_eq!(config.backup, vega_config::BackupConfig::default());
+    assert_eq!(
+        config.backup.dir_in(&config.data_dir),
+        PathBuf::from("./vega-data").join("backups")
+    );
+    let (_dir, result) = load_text(
+        "backup:\n  dir: /srv/vega-backups\n  object_store:\n    url: s3://vault/vega\n    endpoint: http://127.0.0.1:9000\n    allow_http: true\n    secret_access_key: hush-hush\n",
+        &[],
+    );
+    let config = expect_config(result);
+    assert_eq!(
+        config.backup.dir_in(&config.data_dir),
+        PathBuf::from("/srv/vega-backups")
+    );
+    let o = config.backup.object_store.as_ref().unwrap();
+    assert_eq!(
+        o.bucket_and_prefix().unwrap(),
+        ("vault".to_string(), "vega".to_string())
+    );
+    assert!(!format!("{config:?}").contains("hush-hush"));
+    let (_dir, result) = load_text("backup:\n  retain: 7\n", &[]);
+    let errors = expect_errors(result);
+    assert_eq!(paths(&errors), ["backup.retain"], "{errors}");
+    let (_dir, result) = load_text(
+        "backup:\n  dir: \"\"\n  object_store:\n    url: vault\n    endpoint: http://127.0.0.1:9000\n",
+        &[],
+    );
+    let errors = expect_errors(result);
+    assert_eq!(
+        paths(&errors),
+        [
+            "backup.dir",
+            "backup.object_store.url",
+            "backup.object_store.endpoint"
+        ],
         "{errors}"
     );
 }

@@ -56,6 +56,31 @@ pub struct QueryRequest {
     pub timeout: Duration,
 }
 
+/// What a statement would read if it ran now: the key of a result cache.
+/// Two statements with equal read sets give equal answers, because every
+/// change to the data an asset shows (a new version, new files in the
+/// same version, streamed rows arriving or leaving the live table) gives
+/// the asset a new generation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReadSet {
+    /// sha256 of the statement's normalized parse tree.
+    pub normalized: String,
+    /// Each asset read, sorted by name.
+    pub assets: Vec<AssetState>,
+    /// Calls a function of the clock or of chance: never cache.
+    pub volatile: bool,
+}
+
+/// The state of one asset's data at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AssetState {
+    /// `namespace.name`.
+    pub name: String,
+    pub version: u32,
+    /// Increases on every change of the rows the asset's view shows.
+    pub generation: u64,
+}
+
 /// The result of a query.
 #[derive(Debug, Clone)]
 pub struct QueryOutput {
@@ -94,6 +119,10 @@ pub struct QueryEngine {
     /// Serializes applying pending rows with flushes that remove rows.
     live_apply: Mutex<()>,
     analyses: Arc<AnalysisCache>,
+    /// The generation of each asset's data (see [`ReadSet`]), from one
+    /// counter so that a dropped and re-created asset never repeats one.
+    generations: Mutex<HashMap<(String, String), u64>>,
+    next_generation: std::sync::atomic::AtomicU64,
 }
 
 /// Parse trees of recent statements, by SQL text, so a repeated query
@@ -206,6 +235,8 @@ impl QueryEngine {
             live_pending: Mutex::new(Vec::new()),
             live_apply: Mutex::new(()),
             analyses: Arc::new(AnalysisCache::default()),
+            generations: Mutex::new(HashMap::new()),
+            next_generation: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -236,6 +267,7 @@ impl QueryEngine {
             .execute_batch(&sql)
             .map_err(internal("registering an asset view"))?;
         drop(live);
+        self.touch(&view.namespace, &view.name);
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
         views.insert((view.namespace.clone(), view.name.clone()), view);
         Ok(())
@@ -262,6 +294,7 @@ impl QueryEngine {
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
             live.remove(&(namespace.to_string(), name.to_string()));
         }
+        self.touch(namespace, name);
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
         views.remove(&(namespace.to_string(), name.to_string()));
         Ok(())
@@ -398,6 +431,75 @@ impl QueryEngine {
         Ok(output)
     }
 
+    /// Gives an asset's data a new generation: answers computed before
+    /// no longer match its read set.
+    pub(crate) fn touch(&self, namespace: &str, name: &str) {
+        let generation = self
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((namespace.to_string(), name.to_string()), generation);
+    }
+
+    /// What `sql` reads now, for a result cache's key: the statement's
+    /// normalized form and the version and generation of each asset it
+    /// reads. Refuses what the query itself would refuse (bad SQL, the
+    /// sandbox), so only statements that can run have a read set. Take it
+    /// *before* running the query: the answer then holds at least
+    /// everything the read set describes.
+    pub async fn read_set(&self, sql: &str) -> Result<ReadSet, QueryError> {
+        let analysis = match self.analyses.get(sql) {
+            Some(cached) => cached,
+            None => {
+                let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let conn = match conn {
+                    Some(c) => c,
+                    None => {
+                        let admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+                        admin
+                            .try_clone()
+                            .map_err(internal("opening a DuckDB connection"))?
+                    }
+                };
+                let text = sql.to_string();
+                let (conn, analysis) = tokio::task::spawn_blocking(move || {
+                    let analysis = analyze_on(&conn, &text);
+                    (conn, analysis)
+                })
+                .await
+                .map_err(|e| QueryError::Internal(format!("parser thread failed: {e}")))?;
+                self.give_back(conn);
+                let analysis = Arc::new(analysis?);
+                self.analyses.put(sql, analysis.clone());
+                analysis
+            }
+        };
+        let views = self.views_snapshot();
+        let checked =
+            analysis.check(&|ns, name| views.contains_key(&(ns.to_string(), name.to_string())))?;
+        let generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        let assets = checked
+            .assets
+            .iter()
+            .map(|qualified| {
+                let (ns, name) = qualified.split_once('.').unwrap_or(("", qualified));
+                let key = (ns.to_string(), name.to_string());
+                AssetState {
+                    name: qualified.clone(),
+                    version: views.get(&key).copied().unwrap_or(0),
+                    generation: generations.get(&key).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(ReadSet {
+            normalized: analysis.normalized().to_string(),
+            assets,
+            volatile: analysis.is_volatile(),
+        })
+    }
+
     fn give_back(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.config.pool_size.max(1) {
@@ -474,14 +576,7 @@ fn execute(
         let analysis = match analyses.get(&request.sql) {
             Some(cached) => cached,
             None => {
-                let serialized: String = conn
-                    .query_row(
-                        "SELECT json_serialize_sql(?::VARCHAR)",
-                        [&request.sql],
-                        |row| row.get(0),
-                    )
-                    .map_err(|e| classify_duckdb_error(e, &request.sql))?;
-                let analysis = Arc::new(sandbox::analyze(&serialized)?);
+                let analysis = Arc::new(analyze_on(conn, &request.sql)?);
                 analyses.put(&request.sql, analysis.clone());
                 analysis
             }
@@ -533,6 +628,16 @@ fn execute(
         assets,
         elapsed: Duration::ZERO,
     })
+}
+
+/// Parses `sql` with DuckDB's own parser and reads what it references.
+fn analyze_on(conn: &Connection, sql: &str) -> Result<Analysis, QueryError> {
+    let serialized: String = conn
+        .query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |row| {
+            row.get(0)
+        })
+        .map_err(|e| classify_duckdb_error(e, sql))?;
+    sandbox::analyze(&serialized)
 }
 
 /// Sorts a DuckDB error into a user error (bad SQL, with the position when
@@ -764,6 +869,68 @@ mod tests {
             e.query(request("SELECT count(*) FROM s.t")).await,
             Err(QueryError::UnknownAsset(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn read_set_names_the_assets_and_changes_with_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let v1 = dir.path().join("segments/a/v1/p.parquet");
+        write_parquet(&v1, &[1]);
+        let view = AssetView {
+            namespace: "s".into(),
+            name: "t".into(),
+            version: 1,
+            files: vec![v1.canonicalize().unwrap()],
+        };
+        e.register(view.clone()).unwrap();
+        let first = e.read_set("SELECT count(*) FROM s.t").await.unwrap();
+        assert_eq!(first.assets.len(), 1);
+        assert_eq!(first.assets[0].name, "s.t");
+        assert_eq!(first.assets[0].version, 1);
+        assert!(!first.volatile);
+        // Spacing, comments and keyword case do not change the statement.
+        let same = e
+            .read_set("select   count(*)\n  from s.t -- how many\n")
+            .await
+            .unwrap();
+        assert_eq!(same, first);
+        let other = e.read_set("SELECT count(*) + 1 FROM s.t").await.unwrap();
+        assert_ne!(other.normalized, first.normalized);
+        // The same version registered again (new files appended) is new data.
+        e.register(view).unwrap();
+        let again = e.read_set("SELECT count(*) FROM s.t").await.unwrap();
+        assert_eq!(again.assets[0].version, 1);
+        assert!(again.assets[0].generation > first.assets[0].generation);
+        // Streamed rows arriving are new data too.
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let rows = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![7]))]).unwrap();
+        e.live_append("s", "t", 1, &rows).unwrap();
+        let live = e.read_set("SELECT count(*) FROM s.t").await.unwrap();
+        assert!(live.assets[0].generation > again.assets[0].generation);
+        // What the query would refuse has no read set.
+        assert!(matches!(
+            e.read_set("SELECT * FROM s.missing").await,
+            Err(QueryError::UnknownAsset(_))
+        ));
+        assert!(e.read_set("DROP TABLE s.t").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn read_set_marks_the_clock_and_chance_as_volatile() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        for sql in [
+            "SELECT now()",
+            "SELECT current_timestamp",
+            "SELECT current_date",
+            "SELECT random()",
+            "SELECT uuid()",
+            "SELECT x FROM (SELECT now() AS x)",
+        ] {
+            assert!(e.read_set(sql).await.unwrap().volatile, "{sql}");
+        }
+        assert!(!e.read_set("SELECT 1 + 1").await.unwrap().volatile);
     }
 
     #[tokio::test]

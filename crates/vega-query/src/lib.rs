@@ -10,6 +10,7 @@ pub mod format;
 pub mod sandbox;
 
 pub use engine::{
-    sql_ident, sql_string, AssetView, EngineConfig, QueryEngine, QueryOutput, QueryRequest,
+    sql_ident, sql_string, AssetState, AssetView, EngineConfig, QueryEngine, QueryOutput,
+    QueryRequest, ReadSet,
 };
 pub use error::QueryError;

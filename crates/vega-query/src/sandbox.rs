@@ -50,7 +50,39 @@ pub struct Analysis {
     tables: Vec<TableRef>,
     table_functions: BTreeSet<String>,
     ctes: BTreeSet<String>,
+    /// Whether the statement calls a function whose answer changes
+    /// without the data changing (the clock, random numbers).
+    volatile: bool,
+    /// sha256 (hex) of the parse tree without source positions: the same
+    /// for statements that differ only in spacing, comments or keyword case.
+    normalized: String,
 }
+
+/// Functions whose result depends on when or how often they are called,
+/// not only on the data: a statement calling one is never answered from a
+/// result cache.
+pub const VOLATILE_FUNCTIONS: &[&str] = &[
+    "now",
+    "current_timestamp",
+    "get_current_timestamp",
+    "current_localtimestamp",
+    "localtimestamp",
+    "current_date",
+    "current_time",
+    "get_current_time",
+    "current_localtime",
+    "localtime",
+    "today",
+    "transaction_timestamp",
+    "random",
+    "setseed",
+    "uuid",
+    "gen_random_uuid",
+    "uuidv4",
+    "uuidv7",
+    "nextval",
+    "currval",
+];
 
 /// Reads the output of `json_serialize_sql(sql)`: refuses parse errors,
 /// anything but exactly one `SELECT`, and returns what the statement reads.
@@ -81,10 +113,44 @@ pub fn analyze(serialized: &str) -> Result<Analysis, QueryError> {
     }
     let mut analysis = Analysis::default();
     collect(&statements[0], &mut analysis);
+    let mut statement = statements[0].clone();
+    strip_positions(&mut statement);
+    analysis.normalized = hex_sha256(statement.to_string().as_bytes());
     Ok(analysis)
 }
 
+/// Removes `query_location` (character offsets) everywhere in a parse tree.
+fn strip_positions(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.remove("query_location");
+            map.values_mut().for_each(strip_positions);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_positions),
+        _ => {}
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl Analysis {
+    /// Whether the statement calls a volatile function (see
+    /// [`VOLATILE_FUNCTIONS`]).
+    pub fn is_volatile(&self) -> bool {
+        self.volatile
+    }
+
+    /// The statement's normalized form, hashed (see the field's docs).
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+
     /// The rules for an asset's SQL assertion: the same as for user SQL,
     /// but the only table is `asset` (the version being checked) and the
     /// assertion's own CTEs.
@@ -224,6 +290,27 @@ fn collect(v: &Value, refs: &mut Analysis) {
                         .map(|f| text(f, "function_name"))
                         .unwrap_or_default();
                     refs.table_functions.insert(name.to_ascii_lowercase());
+                }
+                Some("FUNCTION") => {
+                    let name = text(v, "function_name").to_ascii_lowercase();
+                    if VOLATILE_FUNCTIONS.contains(&name.as_str()) {
+                        refs.volatile = true;
+                    }
+                }
+                // `current_timestamp` and friends parse as a bare column
+                // name that binds to the function. A real column of that
+                // name only costs the cache.
+                Some("COLUMN_REF") => {
+                    if let Some([name]) = v
+                        .get("column_names")
+                        .and_then(Value::as_array)
+                        .map(Vec::as_slice)
+                    {
+                        let name = name.as_str().unwrap_or("").to_ascii_lowercase();
+                        if VOLATILE_FUNCTIONS.contains(&name.as_str()) {
+                            refs.volatile = true;
+                        }
+                    }
                 }
                 _ => {}
             }

@@ -6,6 +6,9 @@
 //! Only this crate knows HTTP.
 
 pub mod auth;
+pub mod backup;
+pub mod backup_schedule;
+pub mod cache;
 pub mod cluster;
 pub mod error;
 pub mod extract;
@@ -13,6 +16,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
 pub mod publish;
+pub mod ratelimit;
 pub mod router;
 pub mod routes;
 pub mod starting;

@@ -56,6 +56,20 @@ pub struct VersionLabels {
     pub version: String,
 }
 
+/// A request refused by a rate limit: which bucket (`global` or
+/// `per_key`) and the caller's class (its role, or `anonymous`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitedLabels {
+    pub limit: String,
+    pub key_class: String,
+}
+
+/// A backup's scope: `full`, `catalog` or `asset`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackupLabels {
+    pub scope: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
@@ -87,6 +101,13 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
+/// Backup duration buckets in seconds, from 100 ms to 2 h.
+const BACKUP_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0];
+
+fn backup_histogram() -> Histogram {
+    Histogram::new(BACKUP_BUCKETS)
+}
+
 /// Every metric Vega exports, registered in one registry.
 pub struct Metrics {
     pub registry: Registry,
@@ -116,6 +137,17 @@ pub struct Metrics {
     pub mqtt_connected: Family<ConnectionLabels, Gauge>,
     pub mqtt_reconnects: Family<ConnectionLabels, Gauge>,
     pub mqtt_messages: Family<MqttMessageLabels, Gauge>,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_evictions: Family<ReasonLabels, Counter>,
+    pub cache_bytes: Gauge,
+    pub cache_entries: Gauge,
+    pub cache_hit_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub rate_limited: Family<RateLimitedLabels, Counter>,
+    pub backup_last_success: Family<BackupLabels, Gauge>,
+    pub backup_duration: Family<BackupLabels, Histogram, fn() -> Histogram>,
+    pub backup_bytes_written: Family<BackupLabels, Counter>,
+    pub backup_bytes_deduplicated: Family<BackupLabels, Counter>,
 }
 
 impl Metrics {
@@ -287,8 +319,88 @@ impl Metrics {
             "MQTT messages since start by outcome",
             mqtt_messages.clone(),
         );
+        let cache_hits = Counter::default();
+        vega.register(
+            "cache_hits",
+            "Queries answered from the result cache",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        vega.register(
+            "cache_misses",
+            "Cacheable queries not found in the result cache",
+            cache_misses.clone(),
+        );
+        let cache_evictions = Family::<ReasonLabels, Counter>::default();
+        vega.register(
+            "cache_evictions",
+            "Answers dropped from the result cache, by reason (capacity, expired)",
+            cache_evictions.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        vega.register(
+            "cache_bytes",
+            "Bytes held by the result cache",
+            cache_bytes.clone(),
+        );
+        let cache_entries = Gauge::default();
+        vega.register(
+            "cache_entries",
+            "Answers held by the result cache",
+            cache_entries.clone(),
+        );
+        let cache_hit_ratio = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        vega.register(
+            "cache_hit_ratio",
+            "Hits over look-ups of the result cache since start",
+            cache_hit_ratio.clone(),
+        );
+        let rate_limited = Family::<RateLimitedLabels, Counter>::default();
+        vega.register(
+            "rate_limited_requests",
+            "API requests refused with 429, by limit and key class",
+            rate_limited.clone(),
+        );
+        let backup_last_success = Family::<BackupLabels, Gauge>::default();
+        vega.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time of the last successful backup, by scope",
+            backup_last_success.clone(),
+        );
+        let backup_duration =
+            Family::<BackupLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                backup_histogram,
+            );
+        vega.register(
+            "backup_duration_seconds",
+            "Time taken by successful backups, by scope",
+            backup_duration.clone(),
+        );
+        let backup_bytes_written = Family::<BackupLabels, Counter>::default();
+        vega.register(
+            "backup_bytes_written",
+            "Bytes uploaded to the backup repository, by scope",
+            backup_bytes_written.clone(),
+        );
+        let backup_bytes_deduplicated = Family::<BackupLabels, Counter>::default();
+        vega.register(
+            "backup_bytes_deduplicated",
+            "Bytes of backups already in the repository (not uploaded again), by scope",
+            backup_bytes_deduplicated.clone(),
+        );
         Self {
             registry,
+            backup_last_success,
+            backup_duration,
+            backup_bytes_written,
+            backup_bytes_deduplicated,
+            cache_hits,
+            cache_misses,
+            cache_evictions,
+            cache_bytes,
+            cache_entries,
+            cache_hit_ratio,
+            rate_limited,
             ingest_rows,
             ingest_bytes,
             ingest_rejected,

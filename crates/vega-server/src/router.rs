@@ -9,9 +9,11 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{assets, cluster, connections, health, jobs, keys, query, write};
+use crate::routes::{
+    assets, backups, cluster, connections, health, jobs, keys, operations, query, write,
+};
 use crate::state::AppState;
-use crate::{auth, telemetry};
+use crate::{auth, ratelimit, telemetry};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +26,8 @@ use crate::{auth, telemetry};
         (name = "keys", description = "API keys"),
         (name = "write", description = "Line-protocol ingest (InfluxDB-compatible)"),
         (name = "cluster", description = "Nodes and leases"),
+        (name = "backups", description = "Backups and restores"),
+        (name = "operations", description = "Rate limits and the result cache"),
         (name = "health", description = "Health and metrics"),
     )
 )]
@@ -64,6 +68,16 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(write::write_v2))
         .routes(routes!(write::write_v1))
         .routes(routes!(cluster::list_nodes))
+        .routes(routes!(
+            operations::get_rate_limit,
+            operations::put_rate_limit
+        ))
+        .routes(routes!(operations::clear_cache))
+        .routes(routes!(backups::create_backup, backups::list_backups))
+        .routes(routes!(backups::get_backup, backups::delete_backup))
+        .routes(routes!(backups::verify_backup))
+        .routes(routes!(backups::restore))
+        .routes(routes!(backups::restore_asset))
 }
 
 fn health_routes() -> OpenApiRouter<AppState> {
@@ -93,6 +107,7 @@ pub fn api_router(state: AppState, max_body_bytes: usize) -> Router {
             state.clone(),
             telemetry::request_deadline,
         ))
+        .layer(from_fn_with_state(state.clone(), ratelimit::limit_requests))
         .layer(from_fn_with_state(state.clone(), auth::authenticate))
         .layer(from_fn_with_state(
             state.clone(),

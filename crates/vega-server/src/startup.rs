@@ -50,6 +50,10 @@ pub enum StartError {
     Catalog(#[from] vega_catalog::CatalogError),
     #[error("opening storage: {0}")]
     Storage(#[from] vega_storage::StorageError),
+    #[error("opening the backup repository: {0}")]
+    Backup(#[from] vega_backup::BackupError),
+    #[error("invalid backup schedule: {0}")]
+    BackupSchedule(String),
     #[error("starting the query engine: {0}")]
     Engine(#[from] vega_query::QueryError),
     #[error("opening streaming ingest: {0}")]
@@ -320,6 +324,19 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             lease_ttl,
         },
     ));
+    let cache = Arc::new(crate::cache::ResultCache::new(
+        (&config.cache).into(),
+        &metrics,
+    ));
+    let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::default());
+    // The settings in force now; the watch keeps them current.
+    match catalog.get_setting(crate::ratelimit::SETTING).await {
+        Ok(value) => rate_limiter.apply_setting(value.as_ref(), Instant::now()),
+        Err(e) => tracing::warn!(error = %e, "reading the rate limits failed; the watch retries"),
+    }
+    let backups = Arc::new(crate::backup::BackupService::new(backup_repository(
+        config, &data_dir,
+    )?));
     let cluster = Arc::new(crate::cluster::NodeAgent {
         mqtt: mqtt.clone(),
         catalog: catalog.clone(),
@@ -329,7 +346,8 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             engine.clone(),
             store.clone(),
             ingest.clone(),
-        ),
+        )
+        .with_settings(cache.clone(), rate_limiter.clone()),
         ingest: ingest.clone(),
         own_log: own_log.map(|(fence, _)| fence),
         clock: clock.clone(),
@@ -365,6 +383,9 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             connectors,
             clock: clock.clone(),
             metrics,
+            cache,
+            rate_limiter,
+            backups,
             limits: QueryLimits {
                 request_timeout: config.api.request_timeout.into(),
                 default_timeout: config.query.default_timeout.into(),
@@ -442,6 +463,21 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         retention_interval: config.sync.retention_interval.into(),
         last_retention: Default::default(),
         leader: Some(cluster.leader.clone()),
+    }
+    .spawn(scheduler_rx.clone());
+    let backup_schedules = config
+        .backup
+        .schedules
+        .iter()
+        .enumerate()
+        .map(|(i, c)| crate::backup_schedule::BackupSchedule::parse(i, c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::BackupSchedule)?;
+    crate::backup_schedule::BackupScheduler {
+        state: state.clone(),
+        schedules: backup_schedules,
+        leader: cluster.leader.clone(),
+        tick: config.sync.scheduler_tick.into(),
     }
     .spawn(scheduler_rx);
     // Interrupted jobs run again, now that views are registered.
@@ -530,6 +566,35 @@ fn remote_segments(
     })?;
     Ok(vega_storage::RemoteSegments::s3(
         &vega_storage::S3Options {
+            bucket,
+            prefix,
+            endpoint: o.endpoint.clone(),
+            region: o.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: o.access_key_id.as_ref().map(|s| s.expose().to_string()),
+            secret_access_key: o.secret_access_key.as_ref().map(|s| s.expose().to_string()),
+            allow_http: o.allow_http,
+        },
+    )?)
+}
+
+/// The backup repository of `backup`: its bucket, or its directory
+/// (`<data_dir>/backups` by default).
+fn backup_repository(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> Result<vega_backup::BackupRepository, StartError> {
+    let Some(o) = &config.backup.object_store else {
+        return Ok(vega_backup::BackupRepository::local(
+            &config.backup.dir_in(data_dir),
+        )?);
+    };
+    let (bucket, prefix) = o.bucket_and_prefix().map_err(|message| {
+        StartError::Backup(vega_backup::BackupError::Config {
+            message: format!("backup.object_store.url: {message}"),
+        })
+    })?;
+    Ok(vega_backup::BackupRepository::s3(
+        &vega_backup::S3Options {
             bucket,
             prefix,
             endpoint: o.endpoint.clone(),

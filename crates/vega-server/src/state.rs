@@ -55,6 +55,12 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub limits: QueryLimits,
+    /// Answers of recent queries.
+    pub cache: Arc<crate::cache::ResultCache>,
+    /// The API's rate limits (runtime settings from the catalog).
+    pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// The backup repository and its lock.
+    pub backups: Arc<crate::backup::BackupService>,
     pub data_dir: std::path::PathBuf,
     /// Set on SIGTERM: readiness fails and new API requests are refused.
     pub draining: AtomicBool,

@@ -8,6 +8,10 @@
 //! heartbeat interval. Live rows of this node's own stream writes stay in
 //! the view (re-pointing keeps them).
 //!
+//! The runtime settings other nodes change ride on the same look: the
+//! rate limits and the result cache's clear marker (see `ratelimit.rs` and
+//! `cache.rs`).
+//!
 //! On a single node the same code runs and finds its own changes already
 //! applied: it re-points nothing.
 
@@ -21,7 +25,9 @@ use vega_ingest::IngestService;
 use vega_query::QueryEngine;
 use vega_storage::SegmentStore;
 
+use crate::cache::ResultCache;
 use crate::publish::register_version;
+use crate::ratelimit::RateLimiter;
 
 /// What an asset looked like at a look: its active version and update time.
 type Seen = (Option<u32>, DateTime<Utc>);
@@ -34,6 +40,8 @@ pub struct CatalogWatch {
     /// What each asset looked like at the last look (active version,
     /// update time).
     pub seen: Mutex<HashMap<Id, Seen>>,
+    /// Runtime settings kept in step with the catalog.
+    pub settings: Option<(Arc<ResultCache>, Arc<RateLimiter>)>,
 }
 
 impl CatalogWatch {
@@ -49,11 +57,37 @@ impl CatalogWatch {
             store,
             ingest,
             seen: Mutex::new(HashMap::new()),
+            settings: None,
+        }
+    }
+
+    /// Also keeps the result cache's clear marker and the rate limits in
+    /// step with the catalog.
+    pub fn with_settings(mut self, cache: Arc<ResultCache>, limiter: Arc<RateLimiter>) -> Self {
+        self.settings = Some((cache, limiter));
+        self
+    }
+
+    /// Applies the runtime settings another node may have changed.
+    pub async fn poll_settings(&self) {
+        let Some((cache, limiter)) = &self.settings else {
+            return;
+        };
+        match self.catalog.get_setting(crate::ratelimit::SETTING).await {
+            Ok(value) => limiter.apply_setting(value.as_ref(), std::time::Instant::now()),
+            Err(e) => tracing::debug!(error = %e, "reading the rate limits failed"),
+        }
+        match self.catalog.get_setting(crate::cache::CLEAR_SETTING).await {
+            Ok(marker) => {
+                cache.observe_clear_marker(marker);
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the cache clear marker failed"),
         }
     }
 
     /// One look at the catalog; applies what changed.
     pub async fn poll(&self) {
+        self.poll_settings().await;
         let assets = match self.catalog.list_assets().await {
             Ok(a) => a,
             Err(e) => {

@@ -48,6 +48,13 @@ pub enum Command {
     /// The load balancer in front of Vega nodes.
     #[command(subcommand)]
     Lb(crate::lb::LbCommand),
+    /// Backups: take one (through a running node), list, verify, restore.
+    #[command(subcommand)]
+    Backup(crate::backup::BackupCommand),
+    /// Disaster-recovery drill: restore the newest full backup into a
+    /// scratch directory, start an instance on it, check every asset and
+    /// report the achieved RTO and RPO against the targets.
+    Drill(crate::backup::DrillArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,7 +70,7 @@ pub struct ServeArgs {
     pub demo: bool,
 }
 
-fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+pub fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
     vega_config::load_from_process_env(path).map_err(|errors| {
         eprintln!("vega: invalid configuration:\n{errors}");
         ExitCode::from(EXIT_CONFIG)

@@ -4,7 +4,10 @@
 //! - `vega sql "<query>"` runs SQL against a running node.
 //! - `vega config check` validates a configuration and prints every problem.
 //! - `vega lb render FILE` renders the HAProxy configuration for the nodes.
+//! - `vega backup create|list|verify|restore` and `vega drill` (backups and
+//!   disaster-recovery drills).
 
+mod backup;
 mod cli;
 mod demo;
 mod lb;
@@ -21,5 +24,13 @@ fn main() -> ExitCode {
         cli::Command::Sql(args) => sql_client::run(args),
         cli::Command::Config(cli::ConfigCommand::Check) => cli::config_check(cli.config.as_deref()),
         cli::Command::Lb(command) => lb::run(command),
+        cli::Command::Backup(command) => match cli::load_config(cli.config.as_deref()) {
+            Ok(config) => backup::run(&config, command),
+            Err(code) => code,
+        },
+        cli::Command::Drill(args) => match cli::load_config(cli.config.as_deref()) {
+            Ok(config) => backup::drill(&config, args),
+            Err(code) => code,
+        },
     }
 }

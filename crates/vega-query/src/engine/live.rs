@@ -137,6 +137,7 @@ impl QueryEngine {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(Pending { key, seq, rows });
+                self.touch(namespace, name);
                 return Ok(());
             }
         }
@@ -146,7 +147,9 @@ impl QueryEngine {
         let _layout = self.live_layout.write().unwrap_or_else(|e| e.into_inner());
         let columns = self.widen_live_table(namespace, name, batch)?;
         let rows = shape(&columns, seq, batch)?;
-        self.append_now(&[(key, vec![rows])])
+        self.append_now(&[(key, vec![rows])])?;
+        self.touch(namespace, name);
+        Ok(())
     }
 
     /// Appends every pending row to its live table, one append per table.
@@ -353,6 +356,7 @@ impl QueryEngine {
             return Err(internal("publishing flushed rows")(e));
         }
         drop(live);
+        self.touch(&view.namespace, &view.name);
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
         views.insert(key, view);
         Ok(())

@@ -3,11 +3,13 @@
 //! cannot exist without its OpenAPI entry.
 
 pub mod assets;
+pub mod backups;
 pub mod cluster;
 pub mod connections;
 pub mod health;
 pub mod jobs;
 pub mod keys;
+pub mod operations;
 pub mod query;
 pub mod views;
 pub mod write;

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -15,6 +16,7 @@ use vega_query::{QueryError, QueryRequest};
 
 use super::views::ErrorBody;
 use crate::auth::Principal;
+use crate::cache::{CacheKey, CachedAnswer, Lookup};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::metrics::{QueryErrorLabels, QueryLabels};
@@ -84,6 +86,16 @@ enum Format {
     Arrow,
 }
 
+impl Format {
+    fn name(&self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Arrow => "arrow",
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/api/v1/query", tag = "query", request_body = QueryBody,
     responses((status = 200, body = QueryResult, description = "JSON; `text/csv` or `application/vnd.apache.arrow.stream` when asked"),
               (status = 400, body = ErrorBody, description = "invalid SQL; details.position is the character offset"),
@@ -92,6 +104,7 @@ enum Format {
 pub async fn query(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<QueryBody>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Reader)?;
@@ -146,6 +159,39 @@ pub async fn query(
     };
 
     let started = std::time::Instant::now();
+    let policy = CachePolicy::of(&headers, state.cache.enabled());
+    let key = match policy {
+        CachePolicy::Off => None,
+        _ => match state.engine.read_set(&body.sql).await {
+            Ok(read) => CacheKey::new(&read, format.name(), max_rows),
+            // The query itself reports what is wrong.
+            Err(_) => None,
+        },
+    };
+    if let (Some(key), CachePolicy::Use) = (&key, policy) {
+        if let Lookup::Hit(answer) = state.cache.get(key, std::time::Instant::now()) {
+            state
+                .metrics
+                .query_duration
+                .get_or_create(&QueryLabels {
+                    engine: "cache".into(),
+                    status: "ok".into(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+            tracing::info!(
+                engine = ENGINE,
+                cached = true,
+                age_ms = answer.created.elapsed().as_secs_f64() * 1000.0,
+                "query answered from the result cache"
+            );
+            return Ok(respond(
+                answer.content_type,
+                answer.body,
+                answer.truncated,
+                "hit",
+            ));
+        }
+    }
     let result = state
         .engine
         .query(QueryRequest {
@@ -210,7 +256,7 @@ pub async fn query(
         "query answered"
     );
 
-    let mut response = match format {
+    let (content_type, body): (&'static str, Vec<u8>) = match format {
         Format::Json => {
             // Written in one pass: the rows go straight from Arrow to bytes.
             let columns: Vec<ColumnView> = format::columns(&output.schema)
@@ -244,23 +290,78 @@ pub async fn query(
             );
             serde_json::to_writer(&mut body, &assets).map_err(encode)?;
             body.push(b'}');
-            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+            ("application/json", body)
         }
-        Format::Csv => (
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            format::csv(&output)?,
-        )
-            .into_response(),
+        Format::Csv => ("text/csv; charset=utf-8", format::csv(&output)?),
         Format::Arrow => (
-            [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+            "application/vnd.apache.arrow.stream",
             format::arrow_ipc(&output)?,
-        )
-            .into_response(),
+        ),
     };
+    let body = Bytes::from(body);
+    let outcome = match (&key, policy) {
+        (Some(key), CachePolicy::Use | CachePolicy::Refresh) => {
+            state.cache.put(
+                *key,
+                CachedAnswer {
+                    content_type,
+                    body: body.clone(),
+                    truncated: output.truncated,
+                    created: started,
+                },
+            );
+            "miss"
+        }
+        _ => "bypass",
+    };
+    Ok(respond(content_type, body, output.truncated, outcome))
+}
+
+/// How a request may use the result cache (`Cache-Control`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CachePolicy {
+    /// Answer from the cache when possible; keep the answer.
+    Use,
+    /// `no-cache`: compute afresh, keep the answer.
+    Refresh,
+    /// `no-store`, or the cache is disabled: neither read nor keep.
+    Off,
+}
+
+impl CachePolicy {
+    fn of(headers: &HeaderMap, enabled: bool) -> Self {
+        if !enabled {
+            return CachePolicy::Off;
+        }
+        let mut policy = CachePolicy::Use;
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(text) = value.to_str() else { continue };
+            for directive in text.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+                match directive.as_str() {
+                    "no-store" => return CachePolicy::Off,
+                    "no-cache" | "max-age=0" => policy = CachePolicy::Refresh,
+                    _ => {}
+                }
+            }
+        }
+        policy
+    }
+}
+
+/// The response of a query; `x-vega-cache` is `hit`, `miss` (computed and
+/// kept) or `bypass` (not cacheable, or the request said `no-store`).
+fn respond(
+    content_type: &'static str,
+    body: Bytes,
+    truncated: bool,
+    cache: &'static str,
+) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     let headers = response.headers_mut();
     headers.insert("x-vega-engine", HeaderValue::from_static(ENGINE));
-    if output.truncated {
+    headers.insert("x-vega-cache", HeaderValue::from_static(cache));
+    if truncated {
         headers.insert("x-vega-truncated", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }

@@ -445,3 +445,148 @@ fn mqtt_ingest() {
         rate(through_vega) / rate(baseline)
     );
 }
+
+/// Size of a directory tree in bytes.
+fn tree_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+/// `cp -r` of a directory followed by `sync` (a backup fsyncs what it
+/// writes, so the baseline does too).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Duration {
+    let started = Instant::now();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = std::process::Command::new("sync").status().unwrap();
+    assert!(status.success());
+    started.elapsed()
+}
+
+/// Backup and restore throughput of a large asset against `cp -r` of the
+/// same segment files, and the size of a second backup with no changes.
+/// The asset is generated (incompressible random doubles, so its Parquet
+/// bytes are about its data bytes) and synced through the file connector.
+#[test]
+#[ignore = "benchmark: run with bench/backup.sh"]
+fn backup_and_restore() {
+    let mib: u64 = std::env::var("BENCH_BACKUP_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    // 8 random doubles a row, about 64 bytes of Parquet.
+    let rows = mib * (1 << 20) / 64;
+    let src = SourceDir::new();
+    let parquet = src.path().join("big.parquet");
+    let duck = duckdb::Connection::open_in_memory().unwrap();
+    duck.execute_batch(&format!(
+        "COPY (SELECT i AS id, random() AS a, random() AS b, random() AS c, random() AS d, \
+         random() AS e, random() AS f, random() AS g FROM range({rows}) t(i)) \
+         TO '{}' (FORMAT parquet, COMPRESSION zstd)",
+        parquet.display()
+    ))
+    .unwrap();
+    // A large backup outlasts the API's default request deadline.
+    let vega = crate::server::TestServer::start_with(crate::server::Options {
+        allowed_roots: vec![src.path()],
+        env: vec![("VEGA_API__REQUEST_TIMEOUT".into(), "1h".into())],
+        ..Default::default()
+    });
+    let con = vega.file_connection("files", &src.path());
+    let asset = vega.asset(
+        &con,
+        "bench",
+        "big",
+        json!({ "path": "big.parquet", "format": "parquet" }),
+    );
+    let synced = Instant::now();
+    assert_eq!(vega.sync(&asset)["state"], "succeeded");
+    let sync_time = synced.elapsed();
+    let segments = vega.data_dir.join("segments");
+    let bytes = tree_bytes(&segments);
+    let mb = bytes as f64 / 1e6;
+
+    let scratch = tempfile::tempdir().unwrap();
+    let cp_out = copy_tree(&segments, &scratch.path().join("copy"));
+
+    let backup = |description: &str| {
+        let started = Instant::now();
+        let r = vega.post(
+            "/api/v1/backups",
+            &json!({ "scope": "full", "description": description }),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+        (started.elapsed(), r.json())
+    };
+    let (first_time, first) = backup("first");
+    let (second_time, second) = backup("second, no changes");
+
+    let config = vega.data_dir.with_extension("yaml");
+    let target = scratch.path().join("restored");
+    let started = Instant::now();
+    let out = crate::server::vega_command()
+        .arg("--config")
+        .arg(&config)
+        .args(["backup", "restore", "--data-dir"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let restore_time = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cp_in = copy_tree(
+        &scratch.path().join("copy"),
+        &scratch.path().join("copy-back"),
+    );
+
+    let rate = |d: Duration| mb / d.as_secs_f64();
+    println!(
+        "\nasset: {rows} rows, {mb:.0} MB of segments (sync took {:.1} s)",
+        sync_time.as_secs_f64()
+    );
+    println!("| operation | Vega | `cp -r` + `sync` | ratio (Vega / cp) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| full backup (first) | {:.1} s, {:.0} MB/s | {:.1} s, {:.0} MB/s | {:.2} |",
+        first_time.as_secs_f64(),
+        rate(first_time),
+        cp_out.as_secs_f64(),
+        rate(cp_out),
+        first_time.as_secs_f64() / cp_out.as_secs_f64()
+    );
+    println!(
+        "| full restore (`vega backup restore`) | {:.1} s, {:.0} MB/s | {:.1} s, {:.0} MB/s | {:.2} |",
+        restore_time.as_secs_f64(),
+        rate(restore_time),
+        cp_in.as_secs_f64(),
+        rate(cp_in),
+        restore_time.as_secs_f64() / cp_in.as_secs_f64()
+    );
+    println!(
+        "second backup, no changes: {:.1} s, {} bytes written, {} bytes deduplicated (first wrote {})",
+        second_time.as_secs_f64(),
+        second["stats"]["bytes_written"],
+        second["stats"]["bytes_deduplicated"],
+        first["stats"]["bytes_written"],
+    );
+}

@@ -4,17 +4,20 @@
 
 mod api;
 mod auth;
+mod backups;
 mod bench;
 mod catalog_postgres;
 mod chaos;
 mod cli;
 mod cluster;
 mod crash;
+mod drill;
 mod incremental;
 mod ingest;
 mod ingest_faults;
 mod mqtt;
 mod observability;
+mod operations;
 mod postgres;
 mod query;
 mod retention;
