@@ -579,7 +579,10 @@ fn remote_segments(
 
 /// The backup repository of `backup`: its bucket, or its directory
 /// (`<data_dir>/backups` by default).
-fn backup_repository(
+/// The backup repository `config` names (`backup.dir`, by default under
+/// `data_dir`, or `backup.object_store`). Also used by the command line,
+/// which reads the repository without a running node.
+pub fn backup_repository(
     config: &Config,
     data_dir: &std::path::Path,
 ) -> Result<vega_backup::BackupRepository, StartError> {

@@ -97,25 +97,10 @@ pub struct DrillArgs {
 
 /// The repository the configuration names.
 pub fn open_repository(config: &Config) -> anyhow::Result<BackupRepository> {
-    match &config.backup.object_store {
-        Some(o) => {
-            let (bucket, prefix) = o
-                .bucket_and_prefix()
-                .map_err(|m| anyhow!("backup.object_store.url: {m}"))?;
-            Ok(BackupRepository::s3(&vega_backup::S3Options {
-                bucket,
-                prefix,
-                endpoint: o.endpoint.clone(),
-                region: o.region.clone().unwrap_or_else(|| "us-east-1".into()),
-                access_key_id: o.access_key_id.as_ref().map(|s| s.expose().to_string()),
-                secret_access_key: o.secret_access_key.as_ref().map(|s| s.expose().to_string()),
-                allow_http: o.allow_http,
-            })?)
-        }
-        None => Ok(BackupRepository::local(
-            &config.backup.dir_in(&config.data_dir),
-        )?),
-    }
+    Ok(vega_server::startup::backup_repository(
+        config,
+        &config.data_dir,
+    )?)
 }
 
 pub fn run(config: &Config, command: BackupCommand) -> ExitCode {
