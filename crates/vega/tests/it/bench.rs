@@ -517,7 +517,28 @@ fn backup_and_restore() {
         json!({ "path": "big.parquet", "format": "parquet" }),
     );
     let synced = Instant::now();
-    assert_eq!(vega.sync(&asset)["state"], "succeeded");
+    // A large sync outlasts the helper's two-minute wait: poll the job.
+    let r = vega.post(
+        &format!("/api/v1/assets/{asset}/sync?mode=full"),
+        &json!({}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    loop {
+        let state = vega.get(&format!("/api/v1/jobs/{job}")).json()["state"].clone();
+        if state == "succeeded" {
+            break;
+        }
+        assert!(
+            state == "pending" || state == "running",
+            "sync ended {state}"
+        );
+        assert!(
+            synced.elapsed() < Duration::from_secs(3600),
+            "sync took over an hour"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let sync_time = synced.elapsed();
     let segments = vega.data_dir.join("segments");
     let bytes = tree_bytes(&segments);
