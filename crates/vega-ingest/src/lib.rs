@@ -15,7 +15,7 @@ pub use codec::DedupKey;
 pub use error::IngestError;
 pub use service::{
     log_lease_name, AdoptReport, IngestObserver, IngestOptions, IngestService, IngestStats,
-    LiveRows, WriteReport, LINE_PROTOCOL_CONNECTION,
+    LiveRows, ObjectLog, ObjectLogs, OtherLog, WriteReport, LINE_PROTOCOL_CONNECTION,
 };
 
 #[cfg(test)]

@@ -33,8 +33,10 @@ use vega_storage::{schema_from_manifest, SegmentStore};
 use vega_wal::{Wal, WalError, WalOptions};
 
 mod adopt;
+mod object_log;
 
-pub use adopt::{log_lease_name, AdoptReport};
+pub use adopt::{log_lease_name, AdoptReport, OtherLog};
+pub use object_log::{ObjectLog, ObjectLogs};
 
 use crate::codec::{self, DedupKey};
 use crate::error::IngestError;
@@ -55,6 +57,11 @@ pub struct IngestOptions {
     /// for a node's log in shared storage (`{"wals": {id: N}}`), so that
     /// nodes writing one asset each keep their own.
     pub wal_id: Option<String>,
+    /// Logs kept in an object store too (nodes with a shared bucket but no
+    /// shared directory): every batch is stored there before it is
+    /// acknowledged, and other nodes' logs are found and adopted there.
+    /// Needs `wal_id`.
+    pub object_logs: Option<ObjectLogs>,
     pub wal_fsync_interval: Duration,
     pub buffer_max_rows: u64,
     pub buffer_max_bytes: u64,
@@ -208,8 +215,16 @@ impl IngestService {
             .max()
             .unwrap_or(0)
             + 1;
+        let mirror = match (&options.object_logs, &options.wal_id) {
+            (Some(logs), Some(id)) => {
+                Self::drop_adopted_log(logs, id, &options.wal_dir).await?;
+                Some(logs.mirror(id))
+            }
+            _ => None,
+        };
         let fsync_observer = observer.clone();
         let wal_options = WalOptions {
+            mirror,
             fsync_interval: options.wal_fsync_interval,
             min_next_seq,
             on_fsync: Some(Arc::new(move |latency, _records, _bytes| {
@@ -242,6 +257,34 @@ impl IngestService {
         service.load_recent()?;
         service.replay(records).await?;
         Ok(service)
+    }
+
+    /// When another node adopted this node's log (from the object store)
+    /// while this node was down, the local copy is dropped: each of its
+    /// acknowledged records is in segments now, and the rest were never
+    /// acknowledged. Runs under this node's log lease, so no adoption is
+    /// in progress.
+    async fn drop_adopted_log(
+        logs: &ObjectLogs,
+        id: &str,
+        dir: &std::path::Path,
+    ) -> Result<(), IngestError> {
+        if !logs.was_adopted(id).await? {
+            return Ok(());
+        }
+        tracing::warn!(dir = %dir.display(),
+            "another node took this node's write-ahead log over while it was down; starting a fresh log");
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(IngestError::Unavailable(format!(
+                    "removing the adopted log {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+        logs.clear(id).await
     }
 
     async fn replay(&self, records: Vec<vega_wal::Record>) -> Result<(), IngestError> {
@@ -825,6 +868,11 @@ impl IngestService {
         }
         if !lock(&self.recent).is_empty() {
             self.save_recent()?;
+            if let (Some(logs), Some(id)) = (&self.options.object_logs, &self.options.wal_id) {
+                let keys: Vec<(u64, u64)> =
+                    lock(&self.recent).iter().map(|(s, c)| (*s, *c)).collect();
+                logs.put_keys(id, encode_keys(&keys)).await?;
+            }
         }
         let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || wal.truncate_through(safe))
@@ -852,13 +900,17 @@ fn decode_keys(bytes: &[u8]) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// The saved form of delivery keys: 16 bytes each, little-endian.
+fn encode_keys(keys: &[(u64, u64)]) -> Vec<u8> {
+    keys.iter()
+        .flat_map(|(s, c)| s.to_le_bytes().into_iter().chain(c.to_le_bytes()))
+        .collect()
+}
+
 /// Saves delivery keys durably at `path`: a temporary file, fsync, rename,
 /// fsync of the directory.
 fn write_keys(path: &std::path::Path, keys: &[(u64, u64)]) -> Result<(), IngestError> {
-    let bytes: Vec<u8> = keys
-        .iter()
-        .flat_map(|(s, c)| s.to_le_bytes().into_iter().chain(c.to_le_bytes()))
-        .collect();
+    let bytes = encode_keys(keys);
     let tmp = path.with_extension("tmp");
     let io = |what: &str, e: std::io::Error| {
         IngestError::Unavailable(format!("{what} {}: {e}", tmp.display()))

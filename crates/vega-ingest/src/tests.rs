@@ -56,6 +56,7 @@ fn options(dir: &Path) -> IngestOptions {
     IngestOptions {
         wal_dir: dir.join("wal"),
         wal_id: None,
+        object_logs: None,
         wal_fsync_interval: Duration::from_millis(1),
         buffer_max_rows: 1_000_000,
         buffer_max_bytes: 1 << 30,
@@ -453,8 +454,9 @@ async fn a_survivor_adopts_a_stopped_nodes_log_and_fences_the_old_owner() {
     a.write(&asset, points(10, 5), None, false).await.unwrap();
     a.write(&asset, points(15, 5), None, false).await.unwrap();
     assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 10);
-    let others: Vec<String> = b.other_logs().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(others, std::slice::from_ref(&a_id));
+    let others = b.other_logs().await.unwrap();
+    let names: Vec<&str> = others.iter().map(|l| l.node()).collect();
+    assert_eq!(names, [a_id.as_str()]);
 
     // A stops renewing; once its lease expired, B takes the log over.
     let later = chrono::Utc::now() + chrono::Duration::seconds(120);
@@ -475,7 +477,7 @@ async fn a_survivor_adopts_a_stopped_nodes_log_and_fences_the_old_owner() {
         token: taken.token,
     };
     let log_dir = dir.path().join("wal").join(&a_id);
-    let report = b.adopt_log(&a_id, &log_dir, fence).await.unwrap();
+    let report = b.adopt_log(&others[0], fence).await.unwrap();
     assert_eq!(report.rows, 10, "{report:?}");
     assert_eq!(report.records, 2, "{report:?}");
     // The flushed record is gone from the log already (truncated) or
@@ -493,4 +495,135 @@ async fn a_survivor_adopts_a_stopped_nodes_log_and_fences_the_old_owner() {
     );
     let error = a.stats().last_flush_error.unwrap_or_default();
     assert!(error.contains("fenced"), "{error}");
+}
+
+/// Logs in an S3-compatible bucket (no shared directory, each node its own
+/// disk): every acknowledged batch is in the bucket, so a survivor adopts
+/// the log of a node whose disk is gone, and the owner — should it start
+/// again on its old disk — drops its local copy instead of serving those
+/// rows a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_adopts_a_log_from_the_object_store() {
+    use object_store::aws::AmazonS3Builder;
+    use vega_testkit::s3::TestS3;
+
+    let s3 = tokio::task::block_in_place(TestS3::start);
+    // The test server's listing is a blocking call.
+    let list = |prefix: String| tokio::task::block_in_place(|| s3.list(&prefix));
+    let bucket: Arc<dyn object_store::ObjectStore> = Arc::new(
+        AmazonS3Builder::new()
+            .with_bucket_name(s3.bucket())
+            .with_region("us-east-1")
+            .with_endpoint(s3.endpoint())
+            .with_access_key_id(s3.access_key_id())
+            .with_secret_access_key(s3.secret_access_key())
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .unwrap(),
+    );
+    let logs = crate::ObjectLogs::new(bucket, "cluster", tokio::runtime::Handle::current());
+    let shared = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(
+        SqlCatalog::open_sqlite(&shared.path().join("catalog.db"))
+            .await
+            .unwrap(),
+    );
+    // One disk per node; segments are shared here only to keep the test
+    // about logs (the server pushes them to the bucket as well).
+    let segments = Arc::new(SegmentStore::open(shared.path().join("segments")).unwrap());
+    let (disk_a, disk_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let open_as = |id: &str, disk: &Path| {
+        let mut o = options(disk);
+        o.wal_dir = disk.join("wal").join(id);
+        o.wal_id = Some(id.to_string());
+        o.object_logs = Some(logs.clone());
+        let (catalog, segments) = (catalog.clone(), segments.clone());
+        async move {
+            IngestService::open(
+                catalog,
+                segments,
+                Arc::new(Recorder::default()),
+                Arc::new(NoMetrics),
+                Arc::new(SystemClock),
+                o,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let a_id = node_id("node_a").to_string();
+    let b_id = node_id("node_b").to_string();
+    let a = open_as(&a_id, disk_a.path()).await;
+    let b = open_as(&b_id, disk_b.path()).await;
+    let a_fence = hold_own_lease(catalog.as_ref(), &a, &a_id).await;
+    hold_own_lease(catalog.as_ref(), &b, &b_id).await;
+    let asset = a.line_protocol_asset("plant", "s").await.unwrap();
+    a.write(&asset, points(0, 10), None, false).await.unwrap();
+    a.flush_due(true).await;
+    a.write(&asset, points(10, 5), None, false).await.unwrap();
+    a.write(&asset, points(15, 5), None, false).await.unwrap();
+    assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 10);
+    // The acknowledged, unflushed batches are objects in the bucket.
+    let stored = list(format!("cluster/wal/{a_id}/"));
+    assert!(
+        stored.iter().filter(|n| n.ends_with(".wal")).count() >= 2,
+        "{stored:?}"
+    );
+    a.close().await.unwrap();
+    drop(a);
+
+    let others = b.other_logs().await.unwrap();
+    let names: Vec<&str> = others.iter().map(|l| l.node()).collect();
+    assert_eq!(names, [a_id.as_str()]);
+    let later = chrono::Utc::now() + chrono::Duration::seconds(120);
+    let taken = catalog
+        .acquire_lease(
+            &log_lease_name(&a_id),
+            &node_id("node_b"),
+            Duration::from_secs(60),
+            later,
+        )
+        .await
+        .unwrap()
+        .expect("the expired lease is free");
+    assert_eq!(taken.token, a_fence.token + 1);
+    let fence = LeaseFence {
+        name: taken.name.clone(),
+        holder: node_id("node_b"),
+        token: taken.token,
+    };
+    let report = b.adopt_log(&others[0], fence).await.unwrap();
+    assert_eq!((report.rows, report.records), (10, 2), "{report:?}");
+    assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 20);
+    // Adopted: marked, its batches gone, not listed again.
+    let left = list(format!("cluster/wal/{a_id}/"));
+    assert_eq!(left, [format!("cluster/wal/{a_id}/adopted")], "{left:?}");
+    assert!(b.other_logs().await.unwrap().is_empty());
+
+    // A starts again on its old disk: its local copy goes, nothing is
+    // replayed twice, the marker is removed and A logs afresh.
+    let a = open_as(&a_id, disk_a.path()).await;
+    assert_eq!(a.stats().buffer_rows, 0, "nothing replayed twice");
+    assert!(list(format!("cluster/wal/{a_id}/")).is_empty());
+    // (B's hold, taken "later", ran out; A takes its lease back.)
+    let back = catalog
+        .acquire_lease(
+            &log_lease_name(&a_id),
+            &node_id("node_a"),
+            Duration::from_secs(60),
+            later + chrono::Duration::seconds(120),
+        )
+        .await
+        .unwrap()
+        .expect("B's hold expired");
+    let fence = LeaseFence {
+        name: back.name,
+        holder: node_id("node_a"),
+        token: back.token,
+    };
+    a.set_own_lease(fence, Instant::now() + Duration::from_secs(60));
+    a.write(&asset, points(20, 1), None, false).await.unwrap();
+    a.flush_due(true).await;
+    assert_eq!(flushed_rows(catalog.as_ref(), &asset).await, 21);
 }

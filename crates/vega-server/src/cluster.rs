@@ -183,7 +183,15 @@ impl NodeAgent {
     /// Takes over the logs of nodes whose log lease expired: their
     /// acknowledged, unflushed rows go to segments here.
     async fn adopt_logs(&self) {
-        for (wal_id, dir) in self.ingest.other_logs() {
+        let logs = match self.ingest.other_logs().await {
+            Ok(logs) => logs,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing other nodes' write-ahead logs failed");
+                return;
+            }
+        };
+        for log in logs {
+            let wal_id = log.node().to_string();
             let name = vega_ingest::log_lease_name(&wal_id);
             let holder = self.node_id();
             let lease = match self
@@ -204,7 +212,7 @@ impl NodeAgent {
                 token: lease.token,
             };
             let started = Instant::now();
-            match self.ingest.adopt_log(&wal_id, &dir, fence).await {
+            match self.ingest.adopt_log(&log, fence).await {
                 Ok(report) => {
                     tracing::warn!(log = %wal_id, records = report.records, rows = report.rows,
                         assets = report.assets, duration_ms = started.elapsed().as_millis() as u64,

@@ -139,7 +139,9 @@ impl MqttStreams {
 
     /// Whether a stopped node's log still waits to be adopted.
     async fn logs_pending_adoption(&self) -> bool {
-        let others = self.ingest.other_logs();
+        let Ok(others) = self.ingest.other_logs().await else {
+            return true;
+        };
         if others.is_empty() {
             return false;
         }
@@ -147,7 +149,8 @@ impl MqttStreams {
             return true;
         };
         let now = self.me.clock.now();
-        others.iter().any(|(owner, _)| {
+        others.iter().any(|log| {
+            let owner = log.node();
             let name = vega_ingest::log_lease_name(owner);
             !leases
                 .iter()
@@ -298,7 +301,7 @@ impl MqttStreams {
             Ok(Some(_)) => {
                 // Redeliveries of messages a stopped node had stored are
                 // recognised by the keys its adopted log left.
-                if let Err(e) = self.ingest.load_adopted_keys() {
+                if let Err(e) = self.ingest.load_adopted_keys().await {
                     tracing::warn!(error = %e, "loading the delivery keys of adopted logs failed");
                 }
             }

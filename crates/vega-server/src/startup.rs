@@ -184,8 +184,24 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         Some(_) => SegmentStore::open_shared(&layout.segments_dir, config.sync.job_timeout.into())?,
         None => SegmentStore::open(&layout.segments_dir)?,
     };
-    let store = Arc::new(match &config.storage.object_store {
-        Some(o) => store.with_remote(remote_segments(o)?),
+    let remote = config
+        .storage
+        .object_store
+        .as_ref()
+        .map(remote_segments)
+        .transpose()?;
+    // Without a shared directory, the bucket holds the write-ahead logs
+    // too, so a survivor can replay this node's acknowledged rows.
+    let object_logs = match (&remote, &layout.shared) {
+        (Some(remote), None) => Some(vega_ingest::ObjectLogs::new(
+            remote.object_store(),
+            remote.prefix(),
+            tokio::runtime::Handle::current(),
+        )),
+        _ => None,
+    };
+    let store = Arc::new(match remote {
+        Some(remote) => store.with_remote(remote),
         None => store,
     });
     let mut roots = config.connectors.file.allowed_roots.clone();
@@ -291,6 +307,7 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         vega_ingest::IngestOptions {
             wal_dir: layout.wal_dir.clone(),
             wal_id: layout.wal_id.clone(),
+            object_logs,
             wal_fsync_interval: config.ingest.wal_fsync_interval.into(),
             buffer_max_rows: config.ingest.buffer_max_rows,
             buffer_max_bytes: config.ingest.buffer_max_bytes.as_u64(),
@@ -632,11 +649,22 @@ struct StorageLayout {
 impl StorageLayout {
     fn new(config: &Config, data_dir: &std::path::Path, node: &Id) -> Result<Self, StartError> {
         let Some(shared) = &config.storage.shared_dir else {
+            // With a bucket (and no shared directory) the log is this
+            // node's, named by its id, with a copy of every batch in the
+            // bucket; a separate directory, so that an embedded log left
+            // from before is never replayed under the other name.
+            let (wal_dir, wal_id) = match &config.storage.object_store {
+                Some(_) => (
+                    data_dir.join("wal").join(node.as_str()),
+                    Some(node.to_string()),
+                ),
+                None => (data_dir.join("wal"), None),
+            };
             return Ok(StorageLayout {
                 shared: None,
                 segments_dir: data_dir.join("segments"),
-                wal_dir: data_dir.join("wal"),
-                wal_id: None,
+                wal_dir,
+                wal_id,
             });
         };
         std::fs::create_dir_all(shared).map_err(|source| StartError::DataDir {

@@ -7,7 +7,8 @@
 //! `<prefix>/<segment path>`; segments are immutable, so an object that
 //! exists with the right size is never sent again.
 //!
-//! Write-ahead logs stay on each node's disk (or in `storage.shared_dir`).
+//! Write-ahead logs use the same bucket (`vega-ingest`'s object logs) when
+//! there is no `storage.shared_dir`.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -81,6 +82,17 @@ impl RemoteSegments {
             store,
             prefix: prefix.trim_matches('/').to_string(),
         }
+    }
+
+    /// The bucket, for other objects kept beside the segments (write-ahead
+    /// logs).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The object name prefix (no leading or trailing `/`), may be empty.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn object(&self, segment: &str) -> ObjectPath {

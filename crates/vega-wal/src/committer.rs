@@ -196,6 +196,33 @@ impl Committer {
         }
         let latency = started.elapsed();
 
+        // The second copy, before anything is acknowledged. A batch the
+        // mirror refused is handled like one whose fdatasync failed: cut
+        // back, sealed, its numbers given up (a copy the mirror may have
+        // kept despite the error then never collides with a later record).
+        if let Some(mirror) = &shared.mirror {
+            let stored = catch_unwind(AssertUnwindSafe(|| mirror.put(first_seq, last_seq, buf)))
+                .unwrap_or_else(|_| Err("the mirror panicked".into()));
+            if let Err(message) = stored {
+                let error = WalError::Mirror {
+                    first_seq,
+                    last_seq,
+                    message,
+                };
+                tracing::warn!(file = %path.display(), records = batch.len(), error = %error,
+                    "write-ahead log mirror failed; nothing of the batch was acknowledged");
+                if let Err(cut_error) = self.cut_back(&active) {
+                    tracing::error!(file = %path.display(), error = %cut_error,
+                        "cannot cut the write-ahead log file back after a failed mirror write");
+                    active.info.needs_cut = true;
+                }
+                state.next_seq = last_seq + 1;
+                state.sealed.push(active.info);
+                shared.publish(&state);
+                return Err(error);
+            }
+        }
+
         active.info.len += buf.len() as u64;
         active.info.last_seq = Some(last_seq);
         state.next_seq = last_seq + 1;

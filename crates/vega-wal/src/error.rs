@@ -52,6 +52,18 @@ pub enum WalError {
         message: String,
     },
 
+    /// The log's mirror (the second copy in an object store) did not store
+    /// a batch; nothing of it was acknowledged. Later appends are tried
+    /// again normally.
+    #[error(
+        "the write-ahead log's mirror did not store records {first_seq}..={last_seq}: {message}"
+    )]
+    Mirror {
+        first_seq: u64,
+        last_seq: u64,
+        message: String,
+    },
+
     /// The log was closed (or its committer stopped); the record was not
     /// written.
     #[error("the write-ahead log is closed")]

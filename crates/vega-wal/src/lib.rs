@@ -66,6 +66,11 @@
 //!   file. The failed batch's sequence numbers are skipped, so even if some
 //!   of its bytes survive in the sealed file they never collide with later
 //!   records. The same happens when a cut after a failed write fails.
+//! - With a mirror ([`WalMirror`]: a copy of every batch in an object
+//!   store), a batch is acknowledged only after the mirror stored it too;
+//!   a refused batch is handled like a failed `fdatasync` (cut back,
+//!   sealed, numbers given up), so a copy the mirror may have kept anyway
+//!   never shares numbers with a later record.
 //! - A record that was not acknowledged (error, cancelled append, crash)
 //!   may or may not be found at the next open.
 //!
@@ -112,6 +117,44 @@ pub use recover::read_records;
 /// latency, the batch's record count and its bytes (framing included).
 pub type FsyncCallback = Arc<dyn Fn(Duration, usize, usize) + Send + Sync>;
 
+/// A second durable home for the log's records (an object store), so that
+/// another node can replay them when this node's disk is gone.
+///
+/// [`WalMirror::put`] runs on the committer thread after a batch's local
+/// `fdatasync` and before its appenders are answered: a record is
+/// acknowledged only once both copies are durable. A failed `put` fails the
+/// batch exactly as a failed `fdatasync` does (the file is cut back and
+/// sealed, the batch's sequence numbers are given up, so a copy the mirror
+/// may have kept never collides with a later record).
+pub trait WalMirror: Send + Sync {
+    /// Stores `bytes` — the framed records `first_seq..=last_seq`, exactly
+    /// as written to the log file — durably. Blocking.
+    fn put(&self, first_seq: u64, last_seq: u64, bytes: &[u8]) -> Result<(), String>;
+    /// Records up to and including `seq` are safe elsewhere: copies that
+    /// hold only such records may go. Blocking; a failure is logged, never
+    /// fatal (a copy left behind is skipped by whoever replays it, as its
+    /// records are below the flushed watermark).
+    fn truncate_through(&self, seq: u64) -> Result<(), String>;
+}
+
+/// The records framed in `bytes` (a log file's contents or a mirrored
+/// batch), which must be the dense sequence `first_seq, first_seq + 1, …`
+/// and whole: any damage is an error naming the offset.
+pub fn decode_records(bytes: &[u8], first_seq: u64) -> Result<Vec<Record>, String> {
+    let scan = format::scan(bytes, first_seq);
+    if let Some(damage) = scan.damage {
+        return Err(format!("at byte {}: {}", damage.offset, damage.reason));
+    }
+    Ok(scan
+        .records
+        .into_iter()
+        .map(|r| Record {
+            seq: r.seq,
+            payload: bytes[r.payload].to_vec(),
+        })
+        .collect())
+}
+
 /// The largest `min_next_seq` accepted, leaving the sequence space room.
 const MAX_START_SEQ: u64 = 1 << 62;
 
@@ -143,6 +186,9 @@ pub struct WalOptions {
     /// Called after each fsync with (latency, records, bytes) — for metrics.
     /// Runs on the committer thread: keep it quick.
     pub on_fsync: Option<FsyncCallback>,
+    /// A second durable copy of every batch, made before it is
+    /// acknowledged (see [`WalMirror`]). Default none.
+    pub mirror: Option<Arc<dyn WalMirror>>,
 }
 
 impl WalOptions {
@@ -156,6 +202,7 @@ impl WalOptions {
             max_record_bytes: 64 << 20,
             min_next_seq: 0,
             on_fsync: None,
+            mirror: None,
         }
     }
 
@@ -195,6 +242,7 @@ impl fmt::Debug for WalOptions {
             .field("max_record_bytes", &self.max_record_bytes)
             .field("min_next_seq", &self.min_next_seq)
             .field("on_fsync", &self.on_fsync.as_ref().map(|_| "<callback>"))
+            .field("mirror", &self.mirror.as_ref().map(|_| "<mirror>"))
             .finish()
     }
 }
@@ -307,6 +355,7 @@ impl Wal {
             dir.clone(),
             options.segment_bytes,
             options.on_fsync.clone(),
+            options.mirror.clone(),
             state,
             lock_file,
         ));
@@ -443,6 +492,12 @@ impl Wal {
             tracing::debug!(dir = %shared.dir.display(), through = seq, files = removed,
                 "truncated the write-ahead log");
             state::sync_dir(&shared.dir)?;
+        }
+        if let Some(mirror) = &shared.mirror {
+            if let Err(message) = mirror.truncate_through(seq) {
+                tracing::warn!(through = seq, error = %message,
+                    "removing mirrored write-ahead log records failed; they are removed with a later truncation");
+            }
         }
         result.map(|()| removed)
     }

@@ -6,16 +6,17 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::format;
-use crate::{FsyncCallback, WalError};
+use crate::{FsyncCallback, WalError, WalMirror};
 
 /// Everything the committer and the handles share.
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) segment_bytes: u64,
     pub(crate) on_fsync: Option<FsyncCallback>,
+    pub(crate) mirror: Option<Arc<dyn WalMirror>>,
     /// The files. The committer holds the lock while it writes and syncs a
     /// batch; `truncate_through` holds it while it rotates and deletes.
     state: Mutex<State>,
@@ -33,6 +34,7 @@ impl Shared {
         dir: PathBuf,
         segment_bytes: u64,
         on_fsync: Option<FsyncCallback>,
+        mirror: Option<Arc<dyn WalMirror>>,
         state: State,
         lock_file: File,
     ) -> Shared {
@@ -41,6 +43,7 @@ impl Shared {
             dir,
             segment_bytes,
             on_fsync,
+            mirror,
             counters: Counters::default(),
             state: Mutex::new(state),
             lock_file: Mutex::new(Some(lock_file)),

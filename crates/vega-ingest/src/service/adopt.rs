@@ -48,6 +48,25 @@ pub fn log_lease_name(id: &str) -> String {
     format!("wal:{id}")
 }
 
+/// Another node's log, waiting to be adopted.
+#[derive(Debug, Clone)]
+pub enum OtherLog {
+    /// A directory in the shared log root.
+    Dir { node: String, dir: PathBuf },
+    /// Objects in the bucket.
+    Objects(super::ObjectLog),
+}
+
+impl OtherLog {
+    /// The id of the node that wrote it.
+    pub fn node(&self) -> &str {
+        match self {
+            OtherLog::Dir { node, .. } => node,
+            OtherLog::Objects(log) => &log.node,
+        }
+    }
+}
+
 /// What adopting a log did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdoptReport {
@@ -69,29 +88,41 @@ pub(crate) struct OwnLease {
 }
 
 impl IngestService {
-    /// The logs of other nodes in the shared log root (`<root>/<node id>`
-    /// directories beside this node's own).
-    pub fn other_logs(&self) -> Vec<(String, PathBuf)> {
+    /// The logs of other nodes: in the object store when logs are kept
+    /// there, else the `<root>/<node id>` directories beside this node's
+    /// own in the shared log root. Logs already adopted are not listed.
+    pub async fn other_logs(&self) -> Result<Vec<OtherLog>, IngestError> {
         let Some(own) = &self.options.wal_id else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
+        if let Some(logs) = &self.options.object_logs {
+            return Ok(logs
+                .others(own)
+                .await?
+                .into_iter()
+                .map(OtherLog::Objects)
+                .collect());
+        }
         let Some(root) = self.options.wal_dir.parent() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let Ok(entries) = std::fs::read_dir(root) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let mut logs: Vec<(String, PathBuf)> = entries
+        let mut logs: Vec<OtherLog> = entries
             .flatten()
             .filter(|e| e.path().is_dir())
             .filter_map(|e| {
                 let name = e.file_name().to_str()?.to_string();
                 let is_node = Id::parse(vega_core::IdKind::Node, &name).is_some();
-                (is_node && &name != own).then(|| (name, e.path()))
+                (is_node && &name != own).then(|| OtherLog::Dir {
+                    node: name,
+                    dir: e.path(),
+                })
             })
             .collect();
-        logs.sort();
-        logs
+        logs.sort_by(|a, b| a.node().cmp(b.node()));
+        Ok(logs)
     }
 
     /// Records that this node holds its own log's lease until
@@ -115,23 +146,34 @@ impl IngestService {
         }
     }
 
-    /// Replays the log of node `wal_id` in `dir` (whose lease this node
-    /// holds under `fence`) into segments, then removes it. Nothing is
-    /// removed unless every asset's records are committed.
+    /// Replays `log` (of node `wal_id`, whose lease this node holds under
+    /// `fence`) into segments, then removes it. Nothing is removed unless
+    /// every asset's records are committed.
     pub async fn adopt_log(
         &self,
-        wal_id: &str,
-        dir: &Path,
+        log: &OtherLog,
         fence: LeaseFence,
     ) -> Result<AdoptReport, IngestError> {
+        let wal_id = log.node();
         // Read without the log's lock: its owner may still hold it open
         // (cut off from the catalog, not dead); it acknowledges nothing
         // more, as it no longer holds the lease.
-        let read_dir = dir.to_path_buf();
-        let records = tokio::task::spawn_blocking(move || vega_wal::read_records(&read_dir))
-            .await
-            .map_err(|e| IngestError::Internal(format!("reading an adopted log: {e}")))?
-            .map_err(wal_error)?;
+        let (records, keys) = match log {
+            OtherLog::Dir { dir, .. } => {
+                let read_dir = dir.to_path_buf();
+                let records =
+                    tokio::task::spawn_blocking(move || vega_wal::read_records(&read_dir))
+                        .await
+                        .map_err(|e| IngestError::Internal(format!("reading an adopted log: {e}")))?
+                        .map_err(wal_error)?;
+                (records, read_keys(&dir.join(RECENT_FILE))?)
+            }
+            OtherLog::Objects(objects) => {
+                let logs = self.object_logs()?;
+                let records = logs.read(objects).await?;
+                (records, super::decode_keys(&logs.read_keys(wal_id).await?))
+            }
+        };
         let mut report = AdoptReport::default();
         // Records by asset, in log order.
         let mut by_asset: BTreeMap<Id, Vec<(u64, codec::WalEntry)>> = BTreeMap::new();
@@ -147,11 +189,16 @@ impl IngestService {
                 .or_default()
                 .push((record.seq, entry));
         }
-        self.merge_recent_file(&dir.join(RECENT_FILE))?;
+        {
+            let mut recent = lock(&self.recent);
+            for (session, content) in &keys {
+                recent.insert(*session, *content);
+            }
+        }
         // The log's keys, for whichever node consumes its MQTT connections
         // next (kept beside the logs; see `load_adopted_keys`).
-        let keys = read_keys(&dir.join(RECENT_FILE))?;
-        self.save_adopted_keys(wal_id, keys)?;
+        self.save_adopted_keys(wal_id, Vec::new()).await?;
+        let mut adopted_through = 0;
         for (asset_id, entries) in by_asset {
             let asset = match self.catalog.get_asset(&asset_id).await {
                 Ok(a) if a.sync_mode == SyncMode::Stream => a,
@@ -179,6 +226,7 @@ impl IngestService {
                 }
                 report.records += 1;
                 through = through.max(seq);
+                adopted_through = adopted_through.max(seq);
                 for p in entry.points {
                     match schema.admit(&name, &p) {
                         Ok(()) => points.push(p),
@@ -226,18 +274,44 @@ impl IngestService {
         if !lock(&self.recent).is_empty() {
             self.save_recent()?;
         }
-        let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
-            .await
-            .map_err(|e| IngestError::Internal(format!("removing an adopted log: {e}")))?
-            .map_err(|e| IngestError::Unavailable(format!("removing an adopted log: {e}")))?;
+        match log {
+            OtherLog::Dir { dir, .. } => {
+                let dir = dir.to_path_buf();
+                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+                    .await
+                    .map_err(|e| IngestError::Internal(format!("removing an adopted log: {e}")))?
+                    .map_err(|e| {
+                        IngestError::Unavailable(format!("removing an adopted log: {e}"))
+                    })?;
+            }
+            OtherLog::Objects(objects) => {
+                let by = self.options.wal_id.as_deref().unwrap_or_default();
+                self.object_logs()?
+                    .finish_adoption(objects, adopted_through, by, self.clock.now())
+                    .await?;
+            }
+        }
         Ok(report)
     }
 
     /// Loads the delivery keys that adopted logs left beside the logs
-    /// (`<log root>/adopted-keys-<node id>`): called before this node starts
-    /// consuming an MQTT connection another node may have consumed.
-    pub fn load_adopted_keys(&self) -> Result<(), IngestError> {
+    /// (`<log root>/adopted-keys-<node id>`, a file or an object): called
+    /// before this node starts consuming an MQTT connection another node
+    /// may have consumed.
+    pub async fn load_adopted_keys(&self) -> Result<(), IngestError> {
+        if self.options.wal_id.is_none() {
+            return Ok(());
+        }
+        if let Some(logs) = &self.options.object_logs {
+            let saved = logs.adopted_keys().await?;
+            let mut recent = lock(&self.recent);
+            for bytes in saved {
+                for (session, content) in super::decode_keys(&bytes) {
+                    recent.insert(session, content);
+                }
+            }
+            return Ok(());
+        }
         let Some(root) = self.shared_log_root() else {
             return Ok(());
         };
@@ -261,17 +335,28 @@ impl IngestService {
         self.options.wal_dir.parent()
     }
 
+    fn object_logs(&self) -> Result<&super::ObjectLogs, IngestError> {
+        self.options.object_logs.as_ref().ok_or_else(|| {
+            IngestError::Internal("a log in the object store, but no object store".into())
+        })
+    }
+
     /// Saves `keys` of an adopted log, and those its records carried
     /// (already in `recent`), durably beside the logs.
-    fn save_adopted_keys(
+    async fn save_adopted_keys(
         &self,
         wal_id: &str,
         mut keys: Vec<(u64, u64)>,
     ) -> Result<(), IngestError> {
+        keys.extend(lock(&self.recent).iter().map(|(s, c)| (*s, *c)));
+        if let Some(logs) = &self.options.object_logs {
+            return logs
+                .put_adopted_keys(wal_id, super::encode_keys(&keys))
+                .await;
+        }
         let Some(root) = self.shared_log_root() else {
             return Ok(());
         };
-        keys.extend(lock(&self.recent).iter().map(|(s, c)| (*s, *c)));
         let path = root.join(format!("{ADOPTED_KEYS_PREFIX}{wal_id}"));
         super::write_keys(&path, &keys)
     }

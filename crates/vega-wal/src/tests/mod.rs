@@ -5,6 +5,7 @@ mod concurrency;
 mod crash;
 mod disk_full;
 mod failures;
+mod mirror;
 mod recovery;
 mod truncate;
 
