@@ -8,9 +8,14 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::balance::LoadBalancerConfig;
+use crate::breaker::CircuitBreakerConfig;
 use crate::bytesize::ByteSize;
+use crate::discovery::{RegistrationConfig, RegistrationHealthCheck, ServiceDiscoveryConfig};
 use crate::duration::HumanDuration;
+use crate::resilience::ResilienceConfig;
 use crate::secret::Secret;
+use crate::trino::{BasicAuth, Engine, TrinoAuth, TrinoConfig, DEFAULT_ENGINE};
 
 /// Relative to the working directory of the process, so that a first run
 /// on a laptop needs no setup and leaves everything in one visible folder.
@@ -192,6 +197,16 @@ pub struct Config {
     pub log: LogConfig,
     /// The backup repository (`/api/v1/backups`).
     pub backup: BackupConfig,
+    /// The load balancer in front of Vega nodes (what `vega lb render`
+    /// renders). Unset: none is described.
+    pub load_balancer: Option<LoadBalancerConfig>,
+    /// Registering this node and looking up other services. Unset: no
+    /// discovery.
+    pub service_discovery: Option<ServiceDiscoveryConfig>,
+    /// Circuit breakers around calls that leave the process.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// Retries and bulkheads of calls that leave the process.
+    pub resilience: ResilienceConfig,
 }
 
 impl Default for Config {
@@ -213,11 +228,71 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
             backup: BackupConfig::default(),
+            load_balancer: None,
+            service_discovery: None,
+            circuit_breaker: CircuitBreakerConfig::default(),
+            resilience: ResilienceConfig::default(),
         }
     }
 }
 
 impl Config {
+    /// The defaults with every optional section present (and, inside them,
+    /// every optional part): the shape of every key that can be set, used
+    /// to read environment variables below optional sections.
+    pub(crate) fn with_every_section() -> Config {
+        let mut config = Config::default();
+        config.storage.object_store = Some(ObjectStoreConfig::default());
+        config.backup.object_store = Some(ObjectStoreConfig::default());
+        config.load_balancer = Some(LoadBalancerConfig::default());
+        config.service_discovery = Some(ServiceDiscoveryConfig {
+            registration: Some(RegistrationConfig {
+                health_check: Some(RegistrationHealthCheck {
+                    http: String::new(),
+                    interval: HumanDuration::ZERO,
+                    timeout: Some(HumanDuration::ZERO),
+                }),
+                ttl: Some(HumanDuration::ZERO),
+                ..RegistrationConfig::default()
+            }),
+            ..ServiceDiscoveryConfig::default()
+        });
+        config.query.trino = Some(TrinoConfig {
+            auth: TrinoAuth {
+                basic: Some(BasicAuth {
+                    user: String::new(),
+                    password: Secret::new(""),
+                }),
+                bearer: Some(Secret::new("")),
+            },
+            ..TrinoConfig::default()
+        });
+        config
+    }
+
+    /// The optional sections that hold sections of their own, each with
+    /// the defaults of its type: inside a present one, a sub-section
+    /// written with nothing under it means its defaults, as at the top.
+    pub(crate) fn optional_sections() -> Vec<(&'static str, serde_yaml::Value)> {
+        let schema = |value: Result<serde_yaml::Value, serde_yaml::Error>| {
+            value.unwrap_or(serde_yaml::Value::Null)
+        };
+        vec![
+            (
+                "load_balancer",
+                schema(serde_yaml::to_value(LoadBalancerConfig::default())),
+            ),
+            (
+                "service_discovery",
+                schema(serde_yaml::to_value(ServiceDiscoveryConfig::default())),
+            ),
+            (
+                "query.trino",
+                schema(serde_yaml::to_value(TrinoConfig::default())),
+            ),
+        ]
+    }
+
     /// The effective configuration as YAML, with secrets shown as `***`.
     /// Suitable for `vega config check` and for logs.
     pub fn to_yaml(&self) -> String {
@@ -421,7 +496,7 @@ pub struct AuthConfig {
     pub bootstrap_admin_key: Option<Secret>,
 }
 
-/// The query engine (DuckDB).
+/// The query engines: DuckDB, and optionally Trino.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
@@ -445,6 +520,11 @@ pub struct QueryConfig {
     pub threads: usize,
     /// DuckDB memory limit per database.
     pub memory_limit: ByteSize,
+    /// Which engine answers queries: `auto` (default: DuckDB, except the
+    /// queries `trino` takes), `duckdb` or `trino`.
+    pub engine: Engine,
+    /// The Trino cluster. Unset: every query runs in DuckDB.
+    pub trino: Option<TrinoConfig>,
 }
 
 impl Default for QueryConfig {
@@ -459,6 +539,8 @@ impl Default for QueryConfig {
             max_rows_limit: DEFAULT_QUERY_MAX_ROWS_LIMIT,
             threads: DEFAULT_QUERY_THREADS,
             memory_limit: DEFAULT_QUERY_MEMORY_LIMIT,
+            engine: DEFAULT_ENGINE,
+            trino: None,
         }
     }
 }

@@ -50,6 +50,39 @@ impl fmt::Display for ConfigProblem {
     }
 }
 
+/// A problem at a key path, without where the value came from: what the
+/// rules of one block report when the block is checked on its own, as
+/// [`crate::LoadBalancerConfig::validate`] does for a `load_balancer:`
+/// block read outside a whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyProblem {
+    /// Key path such as `load_balancer.backends[1].weight`; empty for
+    /// problems with the document as a whole (malformed YAML).
+    pub path: String,
+    /// What is wrong, in words meant for the person editing the file.
+    pub message: String,
+}
+
+impl KeyProblem {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        KeyProblem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
 /// Every problem found while loading a configuration; never empty when
 /// returned by the loader. Displays one problem per line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

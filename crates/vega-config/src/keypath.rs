@@ -21,6 +21,28 @@ pub(crate) fn dotted(path: &str) -> KeyPath {
     path.split('.').map(|k| Key::Field(k.to_string())).collect()
 }
 
+/// Builds paths below a known one: `at.key("backends").index(1)`.
+pub(crate) trait PathBuild {
+    /// This path and then the named key (a field or a map key).
+    fn key(&self, name: &str) -> KeyPath;
+    /// This path and then a position in a sequence.
+    fn index(&self, index: usize) -> KeyPath;
+}
+
+impl PathBuild for [Key] {
+    fn key(&self, name: &str) -> KeyPath {
+        let mut path = self.to_vec();
+        path.push(Key::Field(name.to_string()));
+        path
+    }
+
+    fn index(&self, index: usize) -> KeyPath {
+        let mut path = self.to_vec();
+        path.push(Key::Index(index));
+        path
+    }
+}
+
 /// The user-facing form of a path: `a.b[1].c`; empty for the root.
 pub(crate) fn render(path: &[Key]) -> String {
     let mut out = String::new();
@@ -49,6 +71,19 @@ pub(crate) fn get<'a>(root: &'a Value, path: &[Key]) -> Option<&'a Value> {
         node = match (key, node) {
             (Key::Field(name), Value::Mapping(map)) => map.get(name.as_str())?,
             (Key::Index(index), Value::Sequence(seq)) => seq.get(*index)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+/// The value at `path`, if present, for changing it.
+pub(crate) fn get_mut<'a>(root: &'a mut Value, path: &[Key]) -> Option<&'a mut Value> {
+    let mut node = root;
+    for key in path {
+        node = match (key, node) {
+            (Key::Field(name), Value::Mapping(map)) => map.get_mut(name.as_str())?,
+            (Key::Index(index), Value::Sequence(seq)) => seq.get_mut(*index)?,
             _ => return None,
         };
     }

@@ -96,6 +96,9 @@ struct Loader<'a> {
     working_dir: &'a Path,
     /// The default configuration as a tree: the schema of known keys.
     schema: Value,
+    /// The same with every optional section present: the shape of keys
+    /// that environment variables may set below optional sections.
+    env_schema: Value,
     /// The file's contents as parsed, before any override.
     file_value: Value,
     /// Key paths set (or sections created) by each environment variable.
@@ -115,6 +118,7 @@ impl<'a> Loader<'a> {
             file,
             working_dir,
             schema: serde_yaml::to_value(Config::default()).unwrap_or(Value::Null),
+            env_schema: serde_yaml::to_value(Config::with_every_section()).unwrap_or(Value::Null),
             file_value: Value::Mapping(Mapping::new()),
             env_paths: Vec::new(),
             removed: HashMap::new(),
@@ -207,6 +211,11 @@ impl<'a> Loader<'a> {
             .map_err(|err| problem(format!("invalid YAML merge key (<<): {err}")))?;
         keypath::stringify_keys(&mut value);
         keypath::null_sections_to_empty(&mut value, &self.schema);
+        for (path, schema) in Config::optional_sections() {
+            if let Some(section) = keypath::get_mut(&mut value, &dotted(path)) {
+                keypath::null_sections_to_empty(section, &schema);
+            }
+        }
         Ok(value)
     }
 
@@ -285,7 +294,7 @@ impl<'a> Loader<'a> {
     /// The longest proper prefix of `path` that is a plain value in the
     /// schema, rendered; `None` if every prefix is a section or unknown.
     fn leaf_prefix(&self, path: &[String]) -> Option<String> {
-        let mut node = &self.schema;
+        let mut node = &self.env_schema;
         for (depth, name) in path.iter().enumerate().take(path.len().saturating_sub(1)) {
             node = node.as_mapping()?.get(name.as_str())?;
             if !node.is_mapping() {
@@ -296,7 +305,7 @@ impl<'a> Loader<'a> {
     }
 
     fn kind_of(&self, path: &[String]) -> KeyKind {
-        let mut node = &self.schema;
+        let mut node = &self.env_schema;
         for name in path {
             match node.as_mapping().and_then(|m| m.get(name.as_str())) {
                 Some(child) => node = child,

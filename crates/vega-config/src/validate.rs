@@ -2,6 +2,7 @@
 //! between keys, absolute paths, filter syntax. Every broken rule is
 //! collected; none stops the others from being checked.
 
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -11,8 +12,11 @@ use crate::config::{
     QUERY_MAX_CONCURRENCY_RANGE, QUERY_POOL_SIZE_RANGE, QUERY_THREADS_RANGE,
     SYNC_MAX_ATTEMPTS_RANGE, SYNC_MAX_CONCURRENT_JOBS_RANGE,
 };
-use crate::keypath::{dotted, Key, KeyPath};
-use crate::secret::REDACTED;
+use crate::error::KeyProblem;
+use crate::keypath::{dotted, render, Key, KeyPath, PathBuild};
+use crate::net::parse_http_url;
+use crate::secret::{Secret, REDACTED};
+use crate::trino::Engine;
 
 /// Levels accepted in `log.level`, as the `tracing` crate names them.
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
@@ -29,22 +33,39 @@ pub(crate) struct Finding {
     pub message: String,
 }
 
+/// The broken rules found so far. Section modules add theirs with key
+/// paths built below their section's path.
 #[derive(Default)]
-struct Findings(Vec<Finding>);
+pub(crate) struct Findings(pub(crate) Vec<Finding>);
 
 impl Findings {
     fn add(&mut self, path: &str, message: impl Into<String>) {
+        self.at(dotted(path), message);
+    }
+
+    fn add_related(&mut self, path: &str, related: &str, message: impl Into<String>) {
+        self.at_related(dotted(path), dotted(related), message);
+    }
+
+    /// A broken rule at `path`.
+    pub(crate) fn at(&mut self, path: KeyPath, message: impl Into<String>) {
         self.0.push(Finding {
-            path: dotted(path),
+            path,
             related: Vec::new(),
             message: message.into(),
         });
     }
 
-    fn add_related(&mut self, path: &str, related: &str, message: impl Into<String>) {
+    /// A broken rule at `path` that also involves `related`.
+    pub(crate) fn at_related(
+        &mut self,
+        path: KeyPath,
+        related: KeyPath,
+        message: impl Into<String>,
+    ) {
         self.0.push(Finding {
-            path: dotted(path),
-            related: vec![dotted(related)],
+            path,
+            related: vec![related],
             message: message.into(),
         });
     }
@@ -55,8 +76,18 @@ impl Findings {
         value: T,
         range: RangeInclusive<T>,
     ) {
+        self.in_range_at(dotted(path), value, range);
+    }
+
+    /// `value` must lie in `range`.
+    pub(crate) fn in_range_at<T: PartialOrd + Display>(
+        &mut self,
+        path: KeyPath,
+        value: T,
+        range: RangeInclusive<T>,
+    ) {
         if !range.contains(&value) {
-            self.add(
+            self.at(
                 path,
                 format!(
                     "must be between {} and {}, is {value}",
@@ -68,15 +99,83 @@ impl Findings {
     }
 
     fn at_least_one(&mut self, path: &str, value: u64) {
+        self.at_least_one_at(dotted(path), value);
+    }
+
+    /// `value` must be at least 1.
+    pub(crate) fn at_least_one_at(&mut self, path: KeyPath, value: u64) {
         if value == 0 {
-            self.add(path, "must be at least 1, is 0");
+            self.at(path, "must be at least 1, is 0");
         }
     }
 
     fn not_zero(&mut self, path: &str, is_zero: bool, what: &str) {
+        self.not_zero_at(dotted(path), is_zero, what);
+    }
+
+    /// A duration or size that must not be zero; `what` says why.
+    pub(crate) fn not_zero_at(&mut self, path: KeyPath, is_zero: bool, what: &str) {
         if is_zero {
-            self.add(path, format!("must be greater than zero ({what})"));
+            self.at(path, format!("must be greater than zero ({what})"));
         }
+    }
+
+    /// Text that must hold something other than blanks.
+    pub(crate) fn not_blank_at(&mut self, path: KeyPath, text: &str) {
+        if text.trim().is_empty() {
+            self.at(path, "must not be empty");
+        }
+    }
+
+    /// A secret that must be set to a real value: not empty, not the
+    /// `***` that printed configuration shows instead of secrets.
+    pub(crate) fn real_secret_at(&mut self, path: KeyPath, secret: &Secret) {
+        let value = secret.expose();
+        if value.trim().is_empty() {
+            self.at(path, "must not be empty");
+        } else if value == REDACTED {
+            self.at(
+                path,
+                "is the redacted placeholder \"***\" from printed configuration; set the real value",
+            );
+        }
+    }
+
+    /// Each of `urls` (the list at `at`) must be an http(s) URL, each
+    /// listed once.
+    pub(crate) fn http_urls_at(&mut self, at: &[Key], urls: &[String]) {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (index, url) in urls.iter().enumerate() {
+            match parse_http_url(url) {
+                Ok(parsed) => {
+                    let key = format!(
+                        "{}://{}:{}{}",
+                        if parsed.https { "https" } else { "http" },
+                        parsed.host.to_string().to_ascii_lowercase(),
+                        parsed.port,
+                        parsed.path.trim_end_matches('/')
+                    );
+                    if let Some(first) = seen.get(&key) {
+                        self.at(
+                            at.index(index),
+                            format!("{url} is already [{first}]; list each one once"),
+                        );
+                    } else {
+                        seen.insert(key, index);
+                    }
+                }
+                Err(message) => self.at(at.index(index), message),
+            }
+        }
+    }
+
+    /// The findings as problems with rendered paths, for a block checked
+    /// on its own.
+    pub(crate) fn into_key_problems(self) -> Vec<KeyProblem> {
+        self.0
+            .into_iter()
+            .map(|f| KeyProblem::new(render(&f.path), f.message))
+            .collect()
     }
 }
 
@@ -324,6 +423,17 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
         q.memory_limit.is_zero(),
         "DuckDB cannot run without memory",
     );
+    if q.engine == Engine::Trino && q.trino.is_none() {
+        f.add_related(
+            "query.engine",
+            "query.trino",
+            "is trino, but query.trino is not set: list the coordinators there \
+             (query.trino.coordinators), or use engine auto or duckdb",
+        );
+    }
+    if let Some(trino) = &q.trino {
+        trino.check(&dotted("query.trino"), &mut f);
+    }
 
     let s = &config.sync;
     f.in_range(
@@ -429,6 +539,17 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     if let Err(message) = check_log_filter(&config.log.level) {
         f.add("log.level", message);
     }
+
+    if let Some(balancer) = &config.load_balancer {
+        balancer.check(&dotted("load_balancer"), &mut f);
+    }
+    if let Some(discovery) = &config.service_discovery {
+        discovery.check(&dotted("service_discovery"), &mut f);
+    }
+    config
+        .circuit_breaker
+        .check(&dotted("circuit_breaker"), &mut f);
+    config.resilience.check(&dotted("resilience"), &mut f);
 
     f.0
 }

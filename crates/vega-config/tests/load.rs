@@ -703,10 +703,11 @@ fn documented_example_is_valid() {
     let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
     let doc = std::fs::read_to_string(&doc_path).expect("read docs/configuration.md");
     let example = doc
-        .split("```yaml\n")
+        .split("## Example\n")
         .nth(1)
+        .and_then(|section| section.split("```yaml\n").nth(1))
         .and_then(|rest| rest.split("```").next())
-        .expect("a yaml example in the documentation");
+        .expect("a yaml example in the documentation's Example section");
     let (dir, result) = load_text(example, &[]);
     let config = expect_config(result);
     assert_eq!(config.node.display_name(), "edge-1");
@@ -714,6 +715,24 @@ fn documented_example_is_valid() {
         config.connectors.file.allowed_roots[1],
         dir.path().join("incoming")
     );
+}
+
+#[test]
+fn every_yaml_block_of_the_documentation_is_a_valid_configuration() {
+    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+    let doc = std::fs::read_to_string(&doc_path).expect("read docs/configuration.md");
+    let blocks: Vec<&str> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect();
+    assert!(blocks.len() > 1, "the documentation has yaml examples");
+    for block in blocks {
+        let (_dir, result) = load_text(block, &[]);
+        if let Err(errors) = result {
+            panic!("documented example does not load:\n{block}\n{errors}");
+        }
+    }
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! block of seed `operations-and-reliability.md` §17.2 is parsed
 //! ([`parse_load_balancer`]), checked with every problem reported at its
 //! key path ([`LoadBalancerConfig::validate`]) and rendered as a complete
-//! HAProxy configuration ([`render_haproxy`]). [`render_from_yaml`] does
+//! HAProxy configuration ([`render_haproxy`]). The block's types and rules
+//! belong to the Vega configuration (`vega_config::balance`, where a whole
+//! configuration checks them too) and are re-exported here. [`render_from_yaml`] does
 //! all three and is what `vega lb render` calls. User documentation:
 //! `docs/deployment.md`.
 //!

@@ -84,6 +84,8 @@ pub struct CachedAnswer {
     pub truncated: bool,
     /// When it was computed.
     pub created: Instant,
+    /// The engine that computed it.
+    pub engine: &'static str,
 }
 
 impl CachedAnswer {
@@ -338,6 +340,7 @@ mod tests {
             body: Bytes::from(body.to_string()),
             truncated: false,
             created,
+            engine: "duckdb",
         }
     }
 

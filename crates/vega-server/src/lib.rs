@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod backup;
 pub mod backup_schedule;
+pub mod breakers;
 pub mod cache;
 pub mod cluster;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod publish;
 pub mod ratelimit;
+pub mod remote_engine;
 pub mod router;
 pub mod routes;
 pub mod starting;

@@ -26,6 +26,15 @@ pub struct QueryLabels {
     pub status: String,
 }
 
+/// A query answered by another engine than the one chosen.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub from: String,
+    pub to: String,
+    /// breaker_open, no_coordinator, timeout or error.
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryErrorLabels {
     pub engine: String,
@@ -114,6 +123,7 @@ pub struct Metrics {
     pub http_request_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     pub query_duration: Family<QueryLabels, Histogram, fn() -> Histogram>,
     pub query_errors: Family<QueryErrorLabels, Counter>,
+    pub query_fallbacks: Family<FallbackLabels, Counter>,
     pub query_rows: Counter,
     pub sync_jobs: Family<JobLabels, Counter>,
     pub sync_duration: Family<JobLabels, Histogram, fn() -> Histogram>,
@@ -177,6 +187,12 @@ impl Metrics {
             "query_errors",
             "Failed queries by engine and error code",
             query_errors.clone(),
+        );
+        let query_fallbacks = Family::<FallbackLabels, Counter>::default();
+        vega.register(
+            "query_fallbacks",
+            "Queries answered by another engine than the one chosen (Trino's route_to_duckdb), by reason",
+            query_fallbacks.clone(),
         );
         let query_rows = Counter::default();
         vega.register(
@@ -417,6 +433,7 @@ impl Metrics {
             http_request_duration,
             query_duration,
             query_errors,
+            query_fallbacks,
             query_rows,
             sync_jobs,
             sync_duration,

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::routes::{
-    assets, backups, cluster, connections, health, jobs, keys, operations, query, write,
+    assets, backups, breakers, cluster, connections, health, jobs, keys, operations, query, write,
 };
 use crate::state::AppState;
 use crate::{auth, ratelimit, telemetry};
@@ -73,6 +73,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
             operations::put_rate_limit
         ))
         .routes(routes!(operations::clear_cache))
+        .routes(routes!(breakers::list_breakers))
+        .routes(routes!(breakers::put_breaker))
         .routes(routes!(backups::create_backup, backups::list_backups))
         .routes(routes!(backups::get_backup, backups::delete_backup))
         .routes(routes!(backups::verify_backup))

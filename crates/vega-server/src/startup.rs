@@ -54,6 +54,8 @@ pub enum StartError {
     Backup(#[from] vega_backup::BackupError),
     #[error("invalid backup schedule: {0}")]
     BackupSchedule(String),
+    #[error("invalid resilience settings: {0}")]
+    Resilience(String),
     #[error("starting the query engine: {0}")]
     Engine(#[from] vega_query::QueryError),
     #[error("opening streaming ingest: {0}")]
@@ -325,6 +327,36 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
     sync.set_writers(Arc::new(crate::ingest::IngestWriters {
         ingest: ingest.clone(),
     }));
+    // Every sync attempt goes through its connection's breaker and
+    // bulkhead.
+    let ticker: Arc<dyn vega_resilience::Ticker> = Arc::new(vega_resilience::SystemTicker::new());
+    let breakers = Arc::new(
+        crate::breakers::Breakers::new(&config.circuit_breaker, ticker.clone())
+            .map_err(|e| StartError::Resilience(e.to_string()))?,
+    );
+    let trino = match &config.query.trino {
+        Some(t) => Some(Arc::new(
+            crate::remote_engine::TrinoEngine::new(t, &breakers, ticker.clone())
+                .map_err(StartError::Resilience)?,
+        )),
+        None => None,
+    };
+    sync.set_guards(Arc::new(
+        vega_sync::SourceGuards::new(
+            breakers.registry().clone(),
+            vega_resilience::BulkheadSettings {
+                max_concurrent: config.resilience.bulkhead.per_connection as u32,
+                max_wait: config.resilience.bulkhead.max_wait.into(),
+            },
+            vega_resilience::RetryBudgetSettings {
+                budget_percent: config.resilience.retry.budget_percent.value(),
+                min_retries_per_second: config.resilience.retry.min_retries_per_second,
+                ..Default::default()
+            },
+            ticker.clone(),
+        )
+        .map_err(|e| StartError::Resilience(e.to_string()))?,
+    ));
     sync.set_validator(Arc::new(crate::validation::EngineValidator {
         engine: engine.clone(),
         store: store.clone(),
@@ -364,7 +396,8 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             store.clone(),
             ingest.clone(),
         )
-        .with_settings(cache.clone(), rate_limiter.clone()),
+        .with_settings(cache.clone(), rate_limiter.clone())
+        .with_breakers(breakers.clone()),
         ingest: ingest.clone(),
         own_log: own_log.map(|(fence, _)| fence),
         clock: clock.clone(),
@@ -402,6 +435,9 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             metrics,
             cache,
             rate_limiter,
+            breakers,
+            trino,
+            default_engine: config.query.engine,
             backups,
             limits: QueryLimits {
                 request_timeout: config.api.request_timeout.into(),

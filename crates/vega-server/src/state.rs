@@ -59,6 +59,12 @@ pub struct Inner {
     pub cache: Arc<crate::cache::ResultCache>,
     /// The API's rate limits (runtime settings from the catalog).
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// Trino, when `query.trino` is set.
+    pub trino: Option<Arc<crate::remote_engine::TrinoEngine>>,
+    /// `query.engine`: what `engine: auto` means.
+    pub default_engine: vega_config::Engine,
+    /// Circuit breakers of connections and remote engines.
+    pub breakers: Arc<crate::breakers::Breakers>,
     /// The backup repository and its lock.
     pub backups: Arc<crate::backup::BackupService>,
     pub data_dir: std::path::PathBuf,

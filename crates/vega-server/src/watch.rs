@@ -9,8 +9,8 @@
 //! the view (re-pointing keeps them).
 //!
 //! The runtime settings other nodes change ride on the same look: the
-//! rate limits and the result cache's clear marker (see `ratelimit.rs` and
-//! `cache.rs`).
+//! rate limits, the result cache's clear marker and operators'
+//! circuit-breaker actions (see `ratelimit.rs`, `cache.rs`, `breakers.rs`).
 //!
 //! On a single node the same code runs and finds its own changes already
 //! applied: it re-points nothing.
@@ -42,6 +42,8 @@ pub struct CatalogWatch {
     pub seen: Mutex<HashMap<Id, Seen>>,
     /// Runtime settings kept in step with the catalog.
     pub settings: Option<(Arc<ResultCache>, Arc<RateLimiter>)>,
+    /// Operators' circuit-breaker actions, kept in step with the catalog.
+    pub breakers: Option<Arc<crate::breakers::Breakers>>,
 }
 
 impl CatalogWatch {
@@ -58,6 +60,7 @@ impl CatalogWatch {
             ingest,
             seen: Mutex::new(HashMap::new()),
             settings: None,
+            breakers: None,
         }
     }
 
@@ -68,8 +71,20 @@ impl CatalogWatch {
         self
     }
 
+    /// Also applies the circuit-breaker actions operators took on any node.
+    pub fn with_breakers(mut self, breakers: Arc<crate::breakers::Breakers>) -> Self {
+        self.breakers = Some(breakers);
+        self
+    }
+
     /// Applies the runtime settings another node may have changed.
     pub async fn poll_settings(&self) {
+        if let Some(breakers) = &self.breakers {
+            match self.catalog.get_setting(crate::breakers::SETTING).await {
+                Ok(value) => breakers.apply_setting(value.as_ref()),
+                Err(e) => tracing::debug!(error = %e, "reading the circuit-breaker actions failed"),
+            }
+        }
         let Some((cache, limiter)) = &self.settings else {
             return;
         };

@@ -29,6 +29,21 @@ pub enum SyncError {
     /// A failpoint fired (tests only).
     #[error("failpoint {0} fired")]
     Failpoint(String),
+    /// The connection's circuit breaker rejects calls: its source failed
+    /// (or was slow) too often lately, so the job fails without trying it.
+    #[error("the circuit breaker of connection '{connection}' is {state}: its source failed too often lately, so the sync fails fast without calling it{}", retry_after_secs.map(|s| format!(" (trial calls in {s} s)")).unwrap_or_default())]
+    CircuitOpen {
+        connection: String,
+        state: &'static str,
+        retry_after_secs: Option<u64>,
+    },
+    /// The connection already has as many syncs reading it as its bulkhead
+    /// allows.
+    #[error("connection '{connection}' already has {max_concurrent} syncs reading it (its bulkhead is full)")]
+    Bulkhead {
+        connection: String,
+        max_concurrent: u32,
+    },
     #[error("internal sync error: {0}")]
     Internal(String),
 }
@@ -43,7 +58,18 @@ impl Classify for SyncError {
             SyncError::ConnectionDisabled(_) => ErrorClass::Conflict,
             SyncError::Timeout(_) => ErrorClass::Timeout,
             SyncError::Cancelled(_) => ErrorClass::Unavailable,
+            SyncError::CircuitOpen { .. } | SyncError::Bulkhead { .. } => ErrorClass::Unavailable,
             SyncError::Failpoint(_) | SyncError::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// An open breaker is the answer to "should this be tried again now":
+    /// no. A connector error says for itself.
+    fn is_retryable(&self) -> bool {
+        match self {
+            SyncError::CircuitOpen { .. } => false,
+            SyncError::Connector(e) => e.is_retryable(),
+            other => matches!(other.class(), ErrorClass::Unavailable | ErrorClass::Timeout),
         }
     }
 }

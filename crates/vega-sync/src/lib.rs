@@ -9,6 +9,7 @@
 
 mod error;
 mod failpoint;
+mod guard;
 pub mod retention;
 pub mod schedule;
 mod scheduler;
@@ -17,5 +18,6 @@ pub mod validate;
 
 pub use error::SyncError;
 pub use failpoint::{FailAction, Failpoint};
+pub use guard::SourceGuards;
 pub use scheduler::Scheduler;
 pub use service::{AssetWriters, PublishListener, RecoveryReport, SyncOptions, SyncService};

@@ -99,6 +99,9 @@ pub struct SyncService {
     /// Runs the checks that need the data (set once by the server).
     validator: std::sync::OnceLock<Arc<dyn Validator>>,
     writers: std::sync::OnceLock<Arc<dyn AssetWriters>>,
+    /// Circuit breakers and bulkheads of the connections (set once by the
+    /// server; without them attempts go straight to the source).
+    guards: std::sync::OnceLock<Arc<crate::SourceGuards>>,
 }
 
 impl std::fmt::Debug for SyncService {
@@ -178,6 +181,7 @@ impl SyncService {
             renewed: Mutex::new(Instant::now()),
             validator: std::sync::OnceLock::new(),
             writers: std::sync::OnceLock::new(),
+            guards: std::sync::OnceLock::new(),
         })
     }
 
@@ -190,6 +194,12 @@ impl SyncService {
     /// them out while it rewrites an asset.
     pub fn set_writers(&self, writers: Arc<dyn AssetWriters>) {
         let _ = self.writers.set(writers);
+    }
+
+    /// Puts every attempt behind its connection's breaker and bulkhead
+    /// (once; later calls are ignored).
+    pub fn set_guards(&self, guards: Arc<crate::SourceGuards>) {
+        let _ = self.guards.set(guards);
     }
 
     /// Runs every check of `asset` on `manifest` (`POST /assets/{id}/validate`).
@@ -534,7 +544,8 @@ impl SyncService {
                     Err(e)
                         if e.is_retryable()
                             && attempt < self.options.max_attempts
-                            && !cancel.load(Ordering::SeqCst) =>
+                            && !cancel.load(Ordering::SeqCst)
+                            && self.retry_allowed(&job, &e) =>
                     {
                         let wait = self.backoff(attempt);
                         tracing::warn!(
@@ -623,6 +634,18 @@ impl SyncService {
         }
     }
 
+    /// Whether the retry budget (if any) has room for one more retry.
+    fn retry_allowed(&self, job: &Job, error: &SyncError) -> bool {
+        match self.guards.get() {
+            Some(guards) if !guards.allow_retry() => {
+                tracing::warn!(job_id = %job.id, error = %error,
+                    "the retry budget is spent (many failing calls lately); not retrying");
+                false
+            }
+            _ => true,
+        }
+    }
+
     fn crash_armed(&self) -> bool {
         matches!(&self.options.failpoint, Some(fp) if fp.action == FailAction::Crash)
     }
@@ -650,6 +673,10 @@ impl SyncService {
             return Err(SyncError::ConnectionDisabled(connection.name));
         }
         let connector = self.connectors.get(connection.kind)?;
+        let entered = match self.guards.get() {
+            Some(guards) => Some(guards.enter(&connection.name).await?),
+            None => None,
+        };
         let staging_id = format!("{}-{attempt}", job.id);
         let staging_dir = format!("{}/{staging_id}", asset.id);
         self.in_flight
@@ -671,6 +698,9 @@ impl SyncService {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&staging_dir);
+        if let Some(entered) = entered {
+            entered.finish(&result);
+        }
         result
     }
 

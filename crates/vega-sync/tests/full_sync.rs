@@ -319,3 +319,61 @@ async fn incremental_mode_is_refused_for_now() {
         Err(SyncError::Unsupported(_))
     ));
 }
+
+/// A source that keeps failing opens its connection's breaker: the next
+/// sync fails at once, saying so, without reading the source; after an
+/// operator reset it reads the source again.
+#[tokio::test]
+async fn an_open_breaker_fails_the_sync_fast_and_a_reset_lets_it_through() {
+    use vega_resilience::{
+        BreakerOverride, BreakerRegistry, BulkheadSettings, RegistrySettings, SystemTicker,
+    };
+    let f = fixture(None).await;
+    let (svc, _) = service(&f, None);
+    let mut settings = RegistrySettings::default();
+    settings.services.insert(
+        "files".into(),
+        BreakerOverride {
+            minimum_calls: Some(2),
+            sliding_window_size: Some(2),
+            ..Default::default()
+        },
+    );
+    let ticker = Arc::new(SystemTicker::new());
+    let breakers = Arc::new(BreakerRegistry::new(settings, ticker.clone()).unwrap());
+    svc.set_guards(Arc::new(
+        vega_sync::SourceGuards::new(
+            breakers.clone(),
+            BulkheadSettings::default(),
+            Default::default(),
+            ticker,
+        )
+        .unwrap(),
+    ));
+    // The source file goes away: each sync fails in the connector.
+    std::fs::remove_file(f.src.join("t.csv")).unwrap();
+    for _ in 0..2 {
+        let job = run(&svc, &f).await;
+        assert_eq!(job.state, JobState::Failed);
+        assert!(
+            !job.error
+                .clone()
+                .unwrap_or_default()
+                .contains("circuit breaker"),
+            "{job:?}"
+        );
+    }
+    // Two failures of two calls: open. The file is back, but the breaker
+    // answers first.
+    std::fs::write(f.src.join("t.csv"), "a,b\n1,x\n").unwrap();
+    let job = run(&svc, &f).await;
+    assert_eq!(job.state, JobState::Failed);
+    let error = job.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("circuit breaker of connection 'files' is open"),
+        "{error}"
+    );
+    assert_eq!(job.attempts, 1, "not retried: {job:?}");
+    breakers.reset("files").unwrap();
+    assert_eq!(run(&svc, &f).await.state, JobState::Succeeded);
+}

@@ -11,3 +11,4 @@ pub mod postgres;
 pub mod proxy;
 pub mod replication;
 pub mod s3;
+pub mod trino;

@@ -153,7 +153,10 @@ impl ObjectLogs {
             if !is_node || node == own {
                 continue;
             }
-            if self.exists(&self.path(&format!("{node}/{ADOPTED_MARKER}"))).await? {
+            if self
+                .exists(&self.path(&format!("{node}/{ADOPTED_MARKER}")))
+                .await?
+            {
                 continue;
             }
             let batches = self.batches(&node).await?;
@@ -339,9 +342,11 @@ struct Mirror {
 
 impl WalMirror for Mirror {
     fn put(&self, first_seq: u64, last_seq: u64, bytes: &[u8]) -> Result<(), String> {
-        let path = self
-            .logs
-            .path(&format!("{}/{}", self.node, batch_name(first_seq, last_seq)));
+        let path = self.logs.path(&format!(
+            "{}/{}",
+            self.node,
+            batch_name(first_seq, last_seq)
+        ));
         let payload = PutPayload::from(bytes.to_vec());
         self.logs
             .runtime

@@ -43,6 +43,10 @@ pub struct HealthReport {
     pub node_name: String,
     pub draining: bool,
     pub services: Vec<ServiceHealth>,
+    /// The circuit breakers this node has (by connection name, `trino`,
+    /// and the configured services): state and window counts. An open
+    /// breaker makes `/health` degraded.
+    pub breakers: Vec<crate::breakers::BreakerView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -170,6 +174,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
             format!("flushing to segments fails (rows stay buffered and durable in the log): {e}")
         }),
     });
+    // A breaker that rejects calls means a dependency is failing.
+    connections_ok &= state
+        .breakers
+        .views()
+        .iter()
+        .all(|b| !matches!(b.state.as_str(), "open" | "forced_open"));
     let started = state.started_up.load(std::sync::atomic::Ordering::SeqCst);
     let ok = core_ok && started && !state.is_draining();
     let status = match (ok, connections_ok) {
@@ -190,6 +200,7 @@ fn report(state: &AppState, services: Vec<ServiceHealth>, status: &str) -> Healt
         node_name: state.node_name.clone(),
         draining: state.is_draining(),
         services,
+        breakers: state.breakers.views(),
     }
 }
 
@@ -318,6 +329,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(pools) = state.catalog.pool_stats() {
         out.push_str(&crate::metrics::encode_pool_metrics(&pools));
     }
+    out.push_str(&state.breakers.metrics_text());
     (
         [(
             header::CONTENT_TYPE,

@@ -4,6 +4,7 @@
 
 pub mod assets;
 pub mod backups;
+pub mod breakers;
 pub mod cluster;
 pub mod connections;
 pub mod health;

@@ -22,8 +22,17 @@ use crate::extract::ApiJson;
 use crate::metrics::{QueryErrorLabels, QueryLabels};
 use crate::state::AppState;
 
-/// The engine name reported in responses, logs and metrics.
-const ENGINE: &str = "duckdb";
+/// The engine names reported in responses, logs and metrics.
+const DUCKDB: &str = "duckdb";
+const TRINO: &str = "trino";
+
+/// Which engine a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Choice {
+    Auto,
+    DuckDb,
+    Trino,
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +48,9 @@ pub struct QueryBody {
     /// Cancel the query after this long (default `query.default_timeout`).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
-    /// `auto` (default) or `duckdb`.
+    /// `auto` (default: `query.engine` decides, and with it the size of
+    /// what the statement reads), `duckdb` or `trino` (needs
+    /// `query.trino`).
     #[serde(default)]
     pub engine: Option<String>,
 }
@@ -119,13 +130,15 @@ pub async fn query(
             .with_details(json!({ "field": "format" })))
         }
     };
-    match body.engine.as_deref() {
-        None | Some("auto") | Some("duckdb") => {}
+    let choice = match body.engine.as_deref() {
+        None | Some("auto") => Choice::Auto,
+        Some("duckdb") => Choice::DuckDb,
+        Some("trino") if state.trino.is_some() => Choice::Trino,
         Some("trino") => {
-            return Err(
-                ApiError::unprocessable("the trino engine is not configured on this node")
-                    .with_details(json!({ "field": "engine" })),
+            return Err(ApiError::unprocessable(
+                "the trino engine is not configured on this node (query.trino)",
             )
+            .with_details(json!({ "field": "engine" })))
         }
         Some(other) => {
             return Err(ApiError::bad_request(format!(
@@ -133,7 +146,7 @@ pub async fn query(
             ))
             .with_details(json!({ "field": "engine" })))
         }
-    }
+    };
     let limits = &state.limits;
     let max_rows = match body.max_rows {
         None => limits.default_max_rows,
@@ -160,13 +173,36 @@ pub async fn query(
 
     let started = std::time::Instant::now();
     let policy = CachePolicy::of(&headers, state.cache.enabled());
-    let key = match policy {
-        CachePolicy::Off => None,
+    // What the statement reads: the cache's key, and Trino's routing. The
+    // sandbox refuses here what it would refuse when the query runs.
+    let remote = match (&state.trino, choice) {
+        (Some(trino), Choice::Trino | Choice::Auto) => Some(trino),
+        _ => None,
+    };
+    let read = match (policy, remote) {
+        (CachePolicy::Off, None) => None,
         _ => match state.engine.read_set(&body.sql).await {
-            Ok(read) => CacheKey::new(&read, format.name(), max_rows),
-            // The query itself reports what is wrong.
+            Ok(read) => Some(read),
+            // DuckDB reports what is wrong; Trino gets nothing the sandbox
+            // refused.
+            Err(e) if remote.is_some() => return Err(e.into()),
             Err(_) => None,
         },
+    };
+    let key = match policy {
+        CachePolicy::Off => None,
+        _ => read
+            .as_ref()
+            .and_then(|read| CacheKey::new(read, format.name(), max_rows)),
+    };
+    let to_trino = match (remote, &read) {
+        (Some(_), Some(_)) if choice == Choice::Trino => true,
+        (Some(trino), Some(read)) => match state.default_engine {
+            vega_config::Engine::Duckdb => false,
+            vega_config::Engine::Trino => true,
+            vega_config::Engine::Auto => read_bytes(&state, read) > trino.size_threshold,
+        },
+        _ => false,
     };
     if let (Some(key), CachePolicy::Use) = (&key, policy) {
         if let Lookup::Hit(answer) = state.cache.get(key, std::time::Instant::now()) {
@@ -179,7 +215,7 @@ pub async fn query(
                 })
                 .observe(started.elapsed().as_secs_f64());
             tracing::info!(
-                engine = ENGINE,
+                engine = "cache",
                 cached = true,
                 age_ms = answer.created.elapsed().as_secs_f64() * 1000.0,
                 "query answered from the result cache"
@@ -189,17 +225,68 @@ pub async fn query(
                 answer.body,
                 answer.truncated,
                 "hit",
+                answer.engine,
+                None,
             ));
         }
     }
-    let result = state
-        .engine
-        .query(QueryRequest {
-            sql: body.sql,
-            max_rows,
-            timeout,
-        })
-        .await;
+    let mut engine = DUCKDB;
+    let mut fallback: Option<&'static str> = None;
+    let mut result = None;
+    if let (true, Some(trino), Some(read)) = (to_trino, remote, &read) {
+        let assets = read
+            .assets
+            .iter()
+            .map(|a| (a.name.clone(), a.version))
+            .collect();
+        match trino.query(&body.sql, max_rows, timeout, assets).await {
+            Ok(output) => {
+                engine = TRINO;
+                result = Some(Ok(output));
+            }
+            Err(failure) if failure.allows_fallback() && trino.falls_back_to_duckdb() => {
+                let reason = failure.reason();
+                state
+                    .metrics
+                    .query_fallbacks
+                    .get_or_create(&crate::metrics::FallbackLabels {
+                        from: TRINO.into(),
+                        to: DUCKDB.into(),
+                        reason: reason.into(),
+                    })
+                    .inc();
+                tracing::warn!(error = %failure, fallback = "route_to_duckdb", reason,
+                    "trino did not answer; DuckDB answers instead");
+                fallback = Some(reason);
+            }
+            Err(failure) => {
+                state
+                    .metrics
+                    .query_errors
+                    .get_or_create(&QueryErrorLabels {
+                        engine: TRINO.into(),
+                        code: failure.reason().into(),
+                    })
+                    .inc();
+                tracing::info!(engine = TRINO, error = %failure, "query failed on trino");
+                let class = failure.class();
+                return Err(ApiError::from_class(class, "trino", failure.to_string()));
+            }
+        }
+    }
+    let result = match result {
+        Some(r) => r,
+        None => {
+            state
+                .engine
+                .query(QueryRequest {
+                    sql: body.sql,
+                    max_rows,
+                    timeout,
+                })
+                .await
+        }
+    };
     let output = match result {
         Ok(output) => output,
         Err(e) => {
@@ -212,7 +299,7 @@ pub async fn query(
                 .metrics
                 .query_errors
                 .get_or_create(&QueryErrorLabels {
-                    engine: ENGINE.into(),
+                    engine: engine.into(),
                     code: e.code().into(),
                 })
                 .inc();
@@ -220,15 +307,11 @@ pub async fn query(
                 .metrics
                 .query_duration
                 .get_or_create(&QueryLabels {
-                    engine: ENGINE.into(),
+                    engine: engine.into(),
                     status: status.into(),
                 })
                 .observe(started.elapsed().as_secs_f64());
-            tracing::info!(
-                engine = ENGINE,
-                error_code = e.code(),
-                "query refused or failed"
-            );
+            tracing::info!(engine, error_code = e.code(), "query refused or failed");
             return Err(e.into());
         }
     };
@@ -237,7 +320,7 @@ pub async fn query(
         .metrics
         .query_duration
         .get_or_create(&QueryLabels {
-            engine: ENGINE.into(),
+            engine: engine.into(),
             status: "ok".into(),
         })
         .observe(elapsed.as_secs_f64());
@@ -249,7 +332,8 @@ pub async fn query(
         .collect();
     tracing::info!(
         asset = %assets.join(","),
-        engine = ENGINE,
+        engine,
+        fallback,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         rows_returned = output.rows,
         truncated = output.truncated,
@@ -281,7 +365,7 @@ pub async fn query(
             format::write_json_rows(&output, &mut body)?;
             body.extend_from_slice(
                 format!(
-                    ",\"row_count\":{},\"truncated\":{},\"engine\":\"{ENGINE}\",\"elapsed_ms\":{},\"assets\":",
+                    ",\"row_count\":{},\"truncated\":{},\"engine\":\"{engine}\",\"elapsed_ms\":{},\"assets\":",
                     output.rows,
                     output.truncated,
                     elapsed.as_secs_f64() * 1000.0
@@ -308,13 +392,39 @@ pub async fn query(
                     body: body.clone(),
                     truncated: output.truncated,
                     created: started,
+                    engine,
                 },
             );
             "miss"
         }
         _ => "bypass",
     };
-    Ok(respond(content_type, body, output.truncated, outcome))
+    Ok(respond(
+        content_type,
+        body,
+        output.truncated,
+        outcome,
+        engine,
+        fallback,
+    ))
+}
+
+/// The bytes of the active versions of the assets `read` names, as the
+/// engine's views hold them (what `auto` compares with Trino's
+/// `size_threshold`).
+fn read_bytes(state: &AppState, read: &vega_query::ReadSet) -> u64 {
+    let views = state.engine.registered();
+    read.assets
+        .iter()
+        .filter_map(|a| {
+            views
+                .iter()
+                .find(|v| format!("{}.{}", v.namespace, v.name) == a.name)
+        })
+        .flat_map(|v| v.files.iter())
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// How a request may use the result cache (`Cache-Control`).
@@ -349,16 +459,24 @@ impl CachePolicy {
 }
 
 /// The response of a query; `x-vega-cache` is `hit`, `miss` (computed and
-/// kept) or `bypass` (not cacheable, or the request said `no-store`).
+/// kept) or `bypass` (not cacheable, or the request said `no-store`);
+/// `x-vega-engine` names the engine that answered, and `x-vega-fallback`
+/// why it was not the one chosen (`breaker_open`, `no_coordinator`,
+/// `timeout`, `error`).
 fn respond(
     content_type: &'static str,
     body: Bytes,
     truncated: bool,
     cache: &'static str,
+    engine: &'static str,
+    fallback: Option<&'static str>,
 ) -> Response {
     let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     let headers = response.headers_mut();
-    headers.insert("x-vega-engine", HeaderValue::from_static(ENGINE));
+    headers.insert("x-vega-engine", HeaderValue::from_static(engine));
+    if let Some(reason) = fallback {
+        headers.insert("x-vega-fallback", HeaderValue::from_static(reason));
+    }
     headers.insert("x-vega-cache", HeaderValue::from_static(cache));
     if truncated {
         headers.insert("x-vega-truncated", HeaderValue::from_static("true"));

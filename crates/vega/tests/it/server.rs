@@ -218,6 +218,24 @@ impl TestServer {
         }
     }
 
+    /// The Prometheus text of the operations port's `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        self.client()
+            .get(format!("{}/metrics", self.ops))
+            .send()
+            .and_then(|r| r.text())
+            .expect("reading /metrics")
+    }
+
+    /// The value of the first sample whose line starts with `series` (a
+    /// metric name, optionally with labels).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics_text()
+            .lines()
+            .filter(|l| l.starts_with(series) && !l.starts_with('#'))
+            .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    }
+
     pub fn get(&self, path: &str) -> Resp {
         Resp::from(
             self.authed(self.client.get(format!("{}{path}", self.api)))

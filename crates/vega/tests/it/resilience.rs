@@ -1,0 +1,167 @@
+//! Circuit breakers and bulkheads in front of sources: a source that keeps
+//! failing opens its connection's breaker, and the next sync fails fast
+//! saying so; `/health` and `/metrics` show it; operators force a breaker
+//! open or closed, or reset it, through the API.
+
+use serde_json::json;
+
+use crate::server::{Options, SourceDir, TestServer};
+
+/// A breaker that decides after two calls and stays open for an hour.
+const BREAKER_YAML: &str = "sync:\n  max_attempts: 1\ncircuit_breaker:\n  services:\n    files:\n      minimum_calls: 2\n      sliding_window_size: 2\n      wait_duration_in_open: 1h\n";
+
+#[test]
+fn a_failing_source_opens_its_breaker_and_syncs_fail_fast_until_a_reset() {
+    let src = SourceDir::new();
+    src.write("t.csv", "a\n1\n2\n");
+    let vega = TestServer::start_with(Options {
+        extra_yaml: BREAKER_YAML.into(),
+        allowed_roots: vec![src.path()],
+        ..Options::default()
+    });
+    let con = vega.file_connection("files", &src.path());
+    let asset = vega.asset(&con, "s", "t", json!({ "path": "t.csv" }));
+    assert_eq!(vega.sync(&asset)["state"], "succeeded");
+
+    // The source file goes away: one success and one failure in a window
+    // of two is a failure rate of 50 %, the default threshold.
+    std::fs::remove_file(src.path().join("t.csv")).unwrap();
+    let job = vega.sync(&asset);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        !job["error"].as_str().unwrap().contains("circuit breaker"),
+        "{job}"
+    );
+    // Open: the next sync fails at once without reading the (restored)
+    // source, and says why.
+    src.write("t.csv", "a\n1\n2\n3\n");
+    let job = vega.sync(&asset);
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("circuit breaker of connection 'files' is open"),
+        "{error}"
+    );
+    assert_eq!(vega.sql("SELECT count(*) FROM s.t")["rows"], json!([[2]]));
+
+    // Health says degraded and shows the breaker; metrics carry its state.
+    let health = vega.get("/health");
+    assert_eq!(health.json()["status"], "degraded", "{}", health.text);
+    let breakers = health.json()["breakers"].clone();
+    let files = breakers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["service"] == "files")
+        .cloned()
+        .unwrap_or_else(|| panic!("{breakers}"));
+    assert_eq!(files["state"], "open");
+    assert_eq!(files["failure_rate"], 50.0);
+    assert_eq!(files["fallback"], "fail_fast");
+    assert_eq!(
+        vega.metric("vega_circuit_breaker_state{service=\"files\",state=\"open\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        vega.metric("vega_circuit_breaker_state{service=\"files\",state=\"closed\"}"),
+        Some(0.0)
+    );
+
+    // Reset: closed again, and the sync reads the source.
+    let r = vega.put("/api/v1/breakers/files", &json!({ "action": "reset" }));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["state"], "closed");
+    assert_eq!(vega.sync(&asset)["state"], "succeeded");
+    assert_eq!(vega.sql("SELECT count(*) FROM s.t")["rows"], json!([[3]]));
+
+    // Forced open: rejected without a call; disabled (forced closed):
+    // every call passes and nothing is recorded.
+    let r = vega.put("/api/v1/breakers/files", &json!({ "action": "force_open" }));
+    assert_eq!(r.json()["state"], "forced_open", "{}", r.text);
+    let job = vega.sync(&asset);
+    assert!(
+        job["error"].as_str().unwrap().contains("is forced_open"),
+        "{job}"
+    );
+    let r = vega.put("/api/v1/breakers/files", &json!({ "action": "disable" }));
+    assert_eq!(r.json()["state"], "disabled", "{}", r.text);
+    std::fs::remove_file(src.path().join("t.csv")).unwrap();
+    for _ in 0..3 {
+        let job = vega.sync(&asset);
+        assert!(
+            !job["error"].as_str().unwrap().contains("circuit breaker"),
+            "{job}"
+        );
+    }
+    let list = vega.get("/api/v1/breakers").json();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["service"] == "files"
+                && b["state"] == "disabled"
+                && b["buffered_calls"] == 0),
+        "{list}"
+    );
+}
+
+#[test]
+fn breaker_requests_with_bad_input_are_refused_and_change_nothing() {
+    let vega = TestServer::start();
+    let r = vega.put("/api/v1/breakers/nosuch", &json!({ "action": "reset" }));
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(r.message().contains("nosuch"), "{}", r.text);
+    let src = SourceDir::new();
+    let vega = TestServer::start_with(Options {
+        allowed_roots: vec![src.path()],
+        ..Options::default()
+    });
+    vega.file_connection("files", &src.path());
+    let r = vega.put("/api/v1/breakers/files", &json!({ "action": "explode" }));
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.message().contains("explode"), "{}", r.text);
+    let r = vega.put("/api/v1/breakers/files", &json!({}));
+    assert_eq!(r.status, 400, "{}", r.text);
+    // Nothing was stored: no breaker was touched.
+    assert_eq!(vega.get("/api/v1/breakers").json(), json!([]));
+}
+
+/// Settings out of range and unknown fallbacks are refused by `vega
+/// config check` with their key paths (exit 78, as for any bad setting).
+#[test]
+fn breaker_settings_out_of_range_are_refused_with_their_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "circuit_breaker:\n  default:\n    failure_rate_threshold: 0\n    slow_call_rate_threshold: 101\n    sliding_window_size: 0\n",
+            vec![
+                "circuit_breaker.default.failure_rate_threshold",
+                "circuit_breaker.default.slow_call_rate_threshold",
+                "circuit_breaker.default.sliding_window_size",
+            ],
+        ),
+        (
+            "circuit_breaker:\n  services:\n    trino:\n      fallback: teleport\n",
+            vec!["circuit_breaker.services.trino.fallback", "teleport"],
+        ),
+        (
+            "circuit_breaker:\n  services:\n    files:\n      fallback: route_to_duckdb\n",
+            vec!["circuit_breaker.services.files.fallback"],
+        ),
+    ];
+    for (yaml, keys) in cases {
+        let path = dir.path().join("vega.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vega"))
+            .arg("--config")
+            .arg(&path)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{yaml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for key in keys {
+            assert!(err.contains(key), "{key} not reported for {yaml}:\n{err}");
+        }
+    }
+}

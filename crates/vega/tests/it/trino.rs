@@ -1,0 +1,197 @@
+//! Trino as the remote engine, against a protocol-faithful Trino test
+//! server (Trino itself cannot be installed here; see
+//! `vega_testkit::trino`): statements the sandbox accepted go to a
+//! coordinator, Trino's own errors come back as they are, and when Trino
+//! fails its breaker opens and `route_to_duckdb` lets DuckDB answer —
+//! the response, the log and a metric say so.
+
+use serde_json::json;
+use vega_testkit::trino::{Script, TrinoErrorSpec, TrinoTestServer};
+
+use crate::server::{Options, SourceDir, TestServer};
+
+fn start(trino: &TrinoTestServer, fallback: &str, src: &SourceDir) -> TestServer {
+    TestServer::start_with(Options {
+        extra_yaml: format!(
+            "query:\n  trino:\n    coordinators: [\"{}\"]\n    catalog: vega\n    health_check:\n      interval: 30s\n      timeout: 1s\ncircuit_breaker:\n  services:\n    trino:\n      failure_rate_threshold: 40\n      minimum_calls: 2\n      sliding_window_size: 2\n      wait_duration_in_open: 1h\n      fallback: {fallback}\n",
+            trino.url()
+        ),
+        allowed_roots: vec![src.path()],
+        ..Options::default()
+    })
+}
+
+fn query(
+    vega: &TestServer,
+    sql: &str,
+    engine: &str,
+) -> (u16, serde_json::Value, Option<String>, Option<String>) {
+    let r = vega
+        .client()
+        .post(format!("{}/api/v1/query", vega.api))
+        .header("cache-control", "no-store")
+        .json(&json!({ "sql": sql, "engine": engine }))
+        .send()
+        .unwrap();
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let (engine, fallback) = (header("x-vega-engine"), header("x-vega-fallback"));
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or_default(), engine, fallback)
+}
+
+#[test]
+fn trino_answers_and_duckdb_takes_over_when_its_breaker_opens() {
+    let trino = TrinoTestServer::start();
+    let src = SourceDir::new();
+    src.write("t.csv", "a\n1\n2\n3\n");
+    let vega = start(&trino, "route_to_duckdb", &src);
+    let con = vega.file_connection("files", &src.path());
+    let asset = vega.asset(&con, "s", "t", json!({ "path": "t.csv" }));
+    assert_eq!(vega.sync(&asset)["state"], "succeeded");
+    // Trino's answer differs from DuckDB's, to tell who answered.
+    let sql = "SELECT sum(a) AS total FROM s.t";
+    trino.script(
+        sql,
+        Script::rows(&[("total", "bigint")], vec![vec![json!(600)]]),
+    );
+
+    let (status, body, engine, fallback) = query(&vega, sql, "trino");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], json!([[600]]));
+    assert_eq!(body["engine"], "trino");
+    assert_eq!((engine.as_deref(), fallback), (Some("trino"), None));
+    assert_eq!(body["assets"], json!([{ "name": "s.t", "version": "v1" }]));
+    let post = trino
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
+    assert_eq!(post.header("x-trino-user"), Some("vega"));
+    assert_eq!(post.header("x-trino-catalog"), Some("vega"));
+    assert_eq!(post.body, sql);
+
+    // `auto` with the default size threshold (10 GiB): DuckDB.
+    let before = trino.statements().len();
+    let (_, body, engine, _) = query(&vega, sql, "auto");
+    assert_eq!(
+        (body["rows"].clone(), engine.as_deref()),
+        (json!([[6]]), Some("duckdb"))
+    );
+    assert_eq!(trino.statements().len(), before, "auto did not call trino");
+
+    // Trino's verdict on the statement comes back as is, and is not held
+    // against Trino.
+    let bad = "SELECT a FROM s.t WHERE a > 1";
+    trino.script(
+        bad,
+        Script::failing(TrinoErrorSpec::syntax_error("mismatched input 'WHERE'")),
+    );
+    let (status, body, _, _) = query(&vega, bad, "trino");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mismatched input"),
+        "{body}"
+    );
+
+    // The sandbox refuses before Trino sees anything.
+    let before = trino.statements().len();
+    let (status, _, _, _) = query(&vega, "SELECT * FROM read_csv('/etc/passwd')", "trino");
+    assert_eq!(status, 403);
+    assert_eq!(trino.statements().len(), before);
+
+    // Trino goes down: DuckDB answers, saying why. With the success
+    // before, that is one failure in a window of two: 50 %, past the
+    // threshold of 40 %...
+    trino.set_available(false);
+    let (status, body, engine, fallback) = query(&vega, sql, "trino");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], json!([[6]]));
+    assert_eq!(body["engine"], "duckdb");
+    assert_eq!(
+        (engine.as_deref(), fallback.as_deref()),
+        (Some("duckdb"), Some("error"))
+    );
+    // ...so the breaker is open: DuckDB answers without a call.
+    let before = trino.requests().len();
+    let (_, body, _, fallback) = query(&vega, sql, "trino");
+    assert_eq!(
+        (body["rows"].clone(), fallback.as_deref()),
+        (json!([[6]]), Some("breaker_open"))
+    );
+    assert_eq!(trino.requests().len(), before, "no call while open");
+    assert_eq!(
+        vega.metric("vega_query_fallbacks_total{from=\"trino\",to=\"duckdb\",reason=\"error\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        vega.metric(
+            "vega_query_fallbacks_total{from=\"trino\",to=\"duckdb\",reason=\"breaker_open\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(vega
+        .logs()
+        .contains("trino did not answer; DuckDB answers instead"));
+    let health = vega.get("/health").json();
+    let breaker = health["breakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["service"] == "trino")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (breaker["state"].clone(), breaker["fallback"].clone()),
+        (json!("open"), json!("route_to_duckdb"))
+    );
+
+    // Back up and reset: Trino answers again.
+    trino.set_available(true);
+    let r = vega.put("/api/v1/breakers/trino", &json!({ "action": "reset" }));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (_, body, engine, _) = query(&vega, sql, "trino");
+    assert_eq!(
+        (body["rows"].clone(), engine.as_deref()),
+        (json!([[600]]), Some("trino"))
+    );
+}
+
+/// Without a fallback a failing Trino is a 503 naming it; without
+/// `query.trino`, asking for Trino is refused.
+#[test]
+fn without_a_fallback_a_failing_trino_is_unavailable() {
+    let trino = TrinoTestServer::start();
+    let src = SourceDir::new();
+    src.write("t.csv", "a\n1\n");
+    let vega = start(&trino, "fail_fast", &src);
+    let con = vega.file_connection("files", &src.path());
+    let asset = vega.asset(&con, "s", "t", json!({ "path": "t.csv" }));
+    assert_eq!(vega.sync(&asset)["state"], "succeeded");
+    trino.set_available(false);
+    let (status, body, _, _) = query(&vega, "SELECT count(*) FROM s.t", "trino");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("trino"),
+        "{body}"
+    );
+
+    let plain = TestServer::start();
+    let (status, body, _, _) = query(&plain, "SELECT 1", "trino");
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("query.trino"),
+        "{body}"
+    );
+    let (status, _, _, _) = query(&plain, "SELECT 1", "presto");
+    assert_eq!(status, 400);
+}
