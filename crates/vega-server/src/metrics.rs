@@ -31,7 +31,7 @@ pub struct QueryLabels {
 pub struct FallbackLabels {
     pub from: String,
     pub to: String,
-    /// breaker_open, no_coordinator, timeout or error.
+    /// breaker_open, no_coordinator, bulkhead_full, timeout or error.
     pub reason: String,
 }
 

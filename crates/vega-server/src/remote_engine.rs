@@ -34,6 +34,9 @@ pub enum RemoteFailure {
     },
     /// Every coordinator is failing its health checks or ejected.
     NoCoordinator(String),
+    /// As many queries as `resilience.bulkhead.per_pool` already run on
+    /// Trino (and none ended within `max_wait`).
+    Busy(u32),
     /// Trino failed (unreachable, timed out, errored).
     Failed(vega_trino::TrinoError),
 }
@@ -44,6 +47,7 @@ impl RemoteFailure {
         match self {
             RemoteFailure::BreakerOpen { .. } => "breaker_open",
             RemoteFailure::NoCoordinator(_) => "no_coordinator",
+            RemoteFailure::Busy(_) => "bulkhead_full",
             RemoteFailure::Failed(e) if e.class() == ErrorClass::Timeout => "timeout",
             RemoteFailure::Failed(_) => "error",
         }
@@ -63,9 +67,9 @@ impl RemoteFailure {
 
     pub fn class(&self) -> ErrorClass {
         match self {
-            RemoteFailure::BreakerOpen { .. } | RemoteFailure::NoCoordinator(_) => {
-                ErrorClass::Unavailable
-            }
+            RemoteFailure::BreakerOpen { .. }
+            | RemoteFailure::NoCoordinator(_)
+            | RemoteFailure::Busy(_) => ErrorClass::Unavailable,
             RemoteFailure::Failed(e) => e.class(),
         }
     }
@@ -86,6 +90,9 @@ impl std::fmt::Display for RemoteFailure {
                 Ok(())
             }
             RemoteFailure::NoCoordinator(e) => write!(f, "no trino coordinator is healthy: {e}"),
+            RemoteFailure::Busy(n) => {
+                write!(f, "{n} queries already run on trino (its bulkhead is full)")
+            }
             RemoteFailure::Failed(e) => write!(f, "trino failed: {e}"),
         }
     }
@@ -100,6 +107,8 @@ pub struct TrinoEngine {
     /// `engine: auto` sends statements reading more than this to Trino.
     pub size_threshold: u64,
     ticker: Arc<dyn Ticker>,
+    /// At most `resilience.bulkhead.per_pool` queries on Trino at once.
+    bulkhead: vega_resilience::Bulkhead,
     _checks: HealthCheckTask,
 }
 
@@ -157,8 +166,11 @@ impl TrinoEngine {
     pub fn new(
         config: &TrinoConfig,
         breakers: &crate::breakers::Breakers,
+        bulkhead: vega_resilience::BulkheadSettings,
         ticker: Arc<dyn Ticker>,
     ) -> Result<Self, String> {
+        let bulkhead = vega_resilience::Bulkhead::new("trino", bulkhead)
+            .map_err(|e| format!("resilience.bulkhead: {e}"))?;
         let check = &config.health_check;
         let settings = PoolSettings {
             algorithm: algorithm(config.load_balance),
@@ -210,6 +222,7 @@ impl TrinoEngine {
             fallback: breakers.fallback(vega_config::breaker::TRINO_SERVICE),
             size_threshold: config.size_threshold.as_u64(),
             ticker,
+            bulkhead,
             _checks: checks,
         })
     }
@@ -234,6 +247,11 @@ impl TrinoEngine {
         timeout: Duration,
         assets: Vec<(String, u32)>,
     ) -> Result<QueryOutput, RemoteFailure> {
+        let _slot = self
+            .bulkhead
+            .acquire()
+            .await
+            .map_err(|full| RemoteFailure::Busy(full.max_concurrent))?;
         let permit = self
             .breaker
             .try_acquire()

@@ -336,8 +336,16 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
     );
     let trino = match &config.query.trino {
         Some(t) => Some(Arc::new(
-            crate::remote_engine::TrinoEngine::new(t, &breakers, ticker.clone())
-                .map_err(StartError::Resilience)?,
+            crate::remote_engine::TrinoEngine::new(
+                t,
+                &breakers,
+                vega_resilience::BulkheadSettings {
+                    max_concurrent: config.resilience.bulkhead.per_pool as u32,
+                    max_wait: config.resilience.bulkhead.max_wait.into(),
+                },
+                ticker.clone(),
+            )
+            .map_err(StartError::Resilience)?,
         )),
         None => None,
     };

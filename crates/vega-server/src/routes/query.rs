@@ -461,7 +461,7 @@ impl CachePolicy {
 /// The response of a query; `x-vega-cache` is `hit`, `miss` (computed and
 /// kept) or `bypass` (not cacheable, or the request said `no-store`);
 /// `x-vega-engine` names the engine that answered, and `x-vega-fallback`
-/// why it was not the one chosen (`breaker_open`, `no_coordinator`,
+/// why it was not the one chosen (`breaker_open`, `no_coordinator`, `bulkhead_full`,
 /// `timeout`, `error`).
 fn respond(
     content_type: &'static str,

@@ -11,9 +11,13 @@ use vega_testkit::trino::{Script, TrinoErrorSpec, TrinoTestServer};
 use crate::server::{Options, SourceDir, TestServer};
 
 fn start(trino: &TrinoTestServer, fallback: &str, src: &SourceDir) -> TestServer {
+    start_with(trino, fallback, src, "")
+}
+
+fn start_with(trino: &TrinoTestServer, fallback: &str, src: &SourceDir, extra: &str) -> TestServer {
     TestServer::start_with(Options {
         extra_yaml: format!(
-            "query:\n  trino:\n    coordinators: [\"{}\"]\n    catalog: vega\n    health_check:\n      interval: 30s\n      timeout: 1s\ncircuit_breaker:\n  services:\n    trino:\n      failure_rate_threshold: 40\n      minimum_calls: 2\n      sliding_window_size: 2\n      wait_duration_in_open: 1h\n      fallback: {fallback}\n",
+            "{extra}query:\n  trino:\n    coordinators: [\"{}\"]\n    catalog: vega\n    health_check:\n      interval: 30s\n      timeout: 1s\ncircuit_breaker:\n  services:\n    trino:\n      failure_rate_threshold: 40\n      minimum_calls: 2\n      sliding_window_size: 2\n      wait_duration_in_open: 1h\n      fallback: {fallback}\n",
             trino.url()
         ),
         allowed_roots: vec![src.path()],
@@ -194,4 +198,50 @@ fn without_a_fallback_a_failing_trino_is_unavailable() {
     );
     let (status, _, _, _) = query(&plain, "SELECT 1", "presto");
     assert_eq!(status, 400);
+}
+
+/// At most `resilience.bulkhead.per_pool` queries run on Trino at once: a
+/// query arriving while the pool is full is answered by DuckDB, saying why.
+#[test]
+fn a_full_trino_bulkhead_routes_to_duckdb() {
+    let trino = TrinoTestServer::start();
+    let src = SourceDir::new();
+    src.write("t.csv", "a\n1\n2\n");
+    let vega = start_with(
+        &trino,
+        "route_to_duckdb",
+        &src,
+        "resilience:\n  bulkhead:\n    per_pool: 1\n",
+    );
+    let con = vega.file_connection("files", &src.path());
+    let asset = vega.asset(&con, "s", "t", json!({ "path": "t.csv" }));
+    assert_eq!(vega.sync(&asset)["state"], "succeeded");
+    let slow = "SELECT max(a) AS m FROM s.t";
+    trino.script(
+        slow,
+        Script {
+            pages: 2,
+            delay_per_page: std::time::Duration::from_secs(2),
+            ..Script::rows(&[("m", "bigint")], vec![vec![json!(200)]])
+        },
+    );
+    let fast = "SELECT min(a) AS m FROM s.t";
+    trino.script(
+        fast,
+        Script::rows(&[("m", "bigint")], vec![vec![json!(100)]]),
+    );
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| query(&vega, slow, "trino"));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (status, body, engine, fallback) = query(&vega, fast, "trino");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["rows"], json!([[1]]), "DuckDB's answer");
+        assert_eq!(
+            (engine.as_deref(), fallback.as_deref()),
+            (Some("duckdb"), Some("bulkhead_full"))
+        );
+        let (status, body, engine, _) = first.join().unwrap();
+        assert_eq!((status, engine.as_deref()), (200, Some("trino")), "{body}");
+        assert_eq!(body["rows"], json!([[200]]));
+    });
 }
