@@ -359,6 +359,15 @@ impl BackupService {
         backup: &BackupManifest,
         asset: &Id,
     ) -> Result<RestoreOutcome, ApiError> {
+        // A stream asset's flushes append to its active version: none may
+        // run between reading the asset and publishing the restored one
+        // (retention holds the same gate).
+        let is_stream =
+            state.catalog.get_asset(asset).await?.sync_mode == vega_core::SyncMode::Stream;
+        let _writers = match is_stream {
+            true => state.ingest.exclusive(asset).await,
+            false => None,
+        };
         let current = state.catalog.get_asset(asset).await?;
         let (part, version) = self.checked_version(backup, asset).await?;
         let manifest = self.restore_files(state, backup, asset, &version).await?;

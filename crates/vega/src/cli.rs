@@ -80,6 +80,23 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
 pub fn config_check(path: Option<&Path>) -> ExitCode {
     match load_config(path) {
         Ok(config) => {
+            // What only a running node would find: schedules are parsed by
+            // the scheduler's own parser.
+            let problems: Vec<String> = config
+                .backup
+                .schedules
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    vega_server::backup_schedule::BackupSchedule::parse(i, s).err()
+                })
+                .collect();
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!(
                 "configuration is valid; effective configuration:\n{}",
                 config.to_yaml()

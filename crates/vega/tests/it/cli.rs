@@ -30,6 +30,30 @@ fn config_check_accepts_a_valid_file() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("pool_size: 8"));
 }
 
+/// A backup schedule that does not parse is found by `config check`, not
+/// only at start.
+#[test]
+fn config_check_parses_backup_schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vega.yaml");
+    std::fs::write(
+        &path,
+        "backup:\n  schedules:\n    - name: nightly\n      scope: full\n      schedule: \"0 0 3 * * *\"\n    - name: broken\n      scope: full\n      schedule: \"every blue moon\"\n    - name: hourly\n      scope: catalog\n      schedule: \"0 61 * * * *\"\n",
+    )
+    .unwrap();
+    let out = vega_command()
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backup.schedules[1].schedule"), "{err}");
+    assert!(err.contains("backup.schedules[2].schedule"), "{err}");
+    assert!(!err.contains("backup.schedules[0]"), "{err}");
+}
+
 #[test]
 fn config_check_reports_every_problem_with_its_key_path() {
     let dir = tempfile::tempdir().unwrap();
