@@ -280,19 +280,25 @@ pub fn parse_version_label(s: &str) -> Option<u32> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
+    /// A sync or retention run of an asset (`params.mode`).
     Sync,
+    /// A backup (`params.scope`: full, catalog or asset), taken through the
+    /// API or by a schedule (`params.schedule`).
+    Backup,
 }
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Sync => "sync",
+            JobKind::Backup => "backup",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "sync" => Some(JobKind::Sync),
+            "backup" => Some(JobKind::Backup),
             _ => None,
         }
     }

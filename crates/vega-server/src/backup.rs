@@ -165,9 +165,50 @@ impl BackupService {
             let started = Instant::now();
             let service = state.backups.clone();
             let _guard = service.lock.lock().await;
-            let manifest = service
-                .write_backup(&state, scope, asset_id, description)
+            // Every backup is a job (kind `backup`), owned by this node
+            // under a lease like a sync, so it shows in `GET /api/v1/jobs`.
+            let job = state
+                .catalog
+                .start_owned_job(
+                    vega_core::JobKind::Backup,
+                    asset_id.as_ref(),
+                    serde_json::json!({ "scope": scope.as_str(), "description": description }),
+                    &state.node_id,
+                    state.cluster.lease_ttl,
+                    state.clock.now(),
+                )
                 .await?;
+            let written = service
+                .write_backup(&state, scope, asset_id, description)
+                .await;
+            let outcome = match &written {
+                Ok(manifest) => {
+                    let _ = state
+                        .catalog
+                        .update_job_progress(
+                            &job.id,
+                            vega_catalog::JobProgress {
+                                rows: manifest.objects.len() as u64,
+                                bytes: manifest.stats.bytes_written,
+                            },
+                        )
+                        .await;
+                    vega_catalog::JobOutcome::Succeeded {
+                        result_version: None,
+                    }
+                }
+                Err(e) => vega_catalog::JobOutcome::Failed {
+                    error: e.to_string(),
+                },
+            };
+            if let Err(e) = state
+                .catalog
+                .finish_job(&job.id, outcome, state.clock.now())
+                .await
+            {
+                tracing::warn!(job_id = %job.id, error = %e, "recording the end of a backup job failed");
+            }
+            let manifest = written?;
             let labels = BackupLabels {
                 scope: scope.as_str().to_string(),
             };

@@ -241,6 +241,11 @@ impl SyncService {
     pub async fn resume(self: &Arc<Self>, interrupted: &[Job]) -> Vec<Job> {
         let mut started = Vec::new();
         for job in interrupted {
+            // Only syncs run again; an interrupted backup is left failed
+            // (its schedule takes the next one).
+            if job.kind != vega_core::JobKind::Sync {
+                continue;
+            }
             let Some(asset_id) = &job.asset_id else {
                 continue;
             };

@@ -294,6 +294,28 @@ fn scheduled_backups_run_and_keep_the_newest() {
         "keep_last 2 (one more may be in flight): {all:?}"
     );
     assert!(all.iter().any(|b| b["description"] == "by hand"), "{all:?}");
+    // Each backup, by hand or scheduled, is a job of kind backup.
+    let jobs = vega.get("/api/v1/jobs").json();
+    let backups: Vec<&Value> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "backup")
+        .collect();
+    assert!(
+        backups
+            .iter()
+            .any(|j| j["params"]["description"] == "scheduled: often"
+                && j["state"] == "succeeded"
+                && j["params"]["scope"] == "catalog"),
+        "{jobs}"
+    );
+    assert!(
+        backups
+            .iter()
+            .any(|j| j["params"]["description"] == "by hand"),
+        "{jobs}"
+    );
     drop(vega);
 
     let dir = tempfile::tempdir().unwrap();
