@@ -96,22 +96,7 @@ impl BackupRepository {
     /// A repository in a bucket of an S3-compatible server, under
     /// `options.prefix`.
     pub fn s3(options: &crate::S3Options) -> Result<Self, BackupError> {
-        let mut builder = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(&options.bucket)
-            .with_region(&options.region)
-            .with_allow_http(options.allow_http)
-            // Local servers do not serve virtual-hosted bucket names.
-            .with_virtual_hosted_style_request(false);
-        if let Some(endpoint) = &options.endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        if let Some(key) = &options.access_key_id {
-            builder = builder.with_access_key_id(key);
-        }
-        if let Some(secret) = &options.secret_access_key {
-            builder = builder.with_secret_access_key(secret);
-        }
-        let store = builder.build().map_err(|e| BackupError::Config {
+        let store = options.build().map_err(|e| BackupError::Config {
             message: format!("bucket '{}': {e}", options.bucket),
         })?;
         Ok(Self::new(Arc::new(store), &options.prefix))

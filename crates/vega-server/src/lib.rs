@@ -11,6 +11,7 @@ pub mod backup_schedule;
 pub mod breakers;
 pub mod cache;
 pub mod cluster;
+pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod ingest;

@@ -68,6 +68,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(write::write_v2))
         .routes(routes!(write::write_v1))
         .routes(routes!(cluster::list_nodes))
+        .routes(routes!(cluster::list_discovered))
         .routes(routes!(
             operations::get_rate_limit,
             operations::put_rate_limit

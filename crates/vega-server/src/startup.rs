@@ -334,6 +334,10 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         crate::breakers::Breakers::new(&config.circuit_breaker, ticker.clone())
             .map_err(|e| StartError::Resilience(e.to_string()))?,
     );
+    let discovery = match &config.service_discovery {
+        Some(d) => Some(crate::discovery::DiscoveryAgent::new(d).map_err(StartError::Resilience)?),
+        None => None,
+    };
     let trino = match &config.query.trino {
         Some(t) => Some(Arc::new(
             crate::remote_engine::TrinoEngine::new(
@@ -444,6 +448,7 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             cache,
             rate_limiter,
             breakers,
+            discovery,
             trino,
             default_engine: config.query.engine,
             backups,
@@ -508,6 +513,9 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .api_url = Some(format!("http://{api_addr}"));
+    if let Some(discovery) = &state.discovery {
+        discovery.spawn_registration(&state.node_id, api_addr);
+    }
     // One beat before the scheduler starts: a single node leads at once.
     cluster.beat().await;
     let (stop_cluster, cluster_rx) = watch::channel(false);
@@ -615,31 +623,39 @@ async fn connect_catalog(
     }
 }
 
+/// The S3 client options of an `object_store` block (`field` names it in
+/// errors: `storage.object_store` or `backup.object_store`).
+fn s3_options(
+    o: &vega_config::ObjectStoreConfig,
+    field: &str,
+) -> Result<vega_storage::S3Options, String> {
+    let (bucket, prefix) = o
+        .bucket_and_prefix()
+        .map_err(|message| format!("{field}.url: {message}"))?;
+    Ok(vega_storage::S3Options {
+        bucket,
+        prefix,
+        endpoint: o.endpoint.clone(),
+        region: o.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        access_key_id: o.access_key_id.as_ref().map(|s| s.expose().to_string()),
+        secret_access_key: o.secret_access_key.as_ref().map(|s| s.expose().to_string()),
+        allow_http: o.allow_http,
+    })
+}
+
 /// The object store of `storage.object_store`.
 fn remote_segments(
     o: &vega_config::ObjectStoreConfig,
 ) -> Result<vega_storage::RemoteSegments, StartError> {
-    let (bucket, prefix) = o.bucket_and_prefix().map_err(|message| {
+    let options = s3_options(o, "storage.object_store").map_err(|message| {
         StartError::Storage(vega_storage::StorageError::InvalidOption {
             field: "storage.object_store.url",
             message,
         })
     })?;
-    Ok(vega_storage::RemoteSegments::s3(
-        &vega_storage::S3Options {
-            bucket,
-            prefix,
-            endpoint: o.endpoint.clone(),
-            region: o.region.clone().unwrap_or_else(|| "us-east-1".into()),
-            access_key_id: o.access_key_id.as_ref().map(|s| s.expose().to_string()),
-            secret_access_key: o.secret_access_key.as_ref().map(|s| s.expose().to_string()),
-            allow_http: o.allow_http,
-        },
-    )?)
+    Ok(vega_storage::RemoteSegments::s3(&options)?)
 }
 
-/// The backup repository of `backup`: its bucket, or its directory
-/// (`<data_dir>/backups` by default).
 /// The backup repository `config` names (`backup.dir`, by default under
 /// `data_dir`, or `backup.object_store`). Also used by the command line,
 /// which reads the repository without a running node.
@@ -652,22 +668,9 @@ pub fn backup_repository(
             &config.backup.dir_in(data_dir),
         )?);
     };
-    let (bucket, prefix) = o.bucket_and_prefix().map_err(|message| {
-        StartError::Backup(vega_backup::BackupError::Config {
-            message: format!("backup.object_store.url: {message}"),
-        })
-    })?;
-    Ok(vega_backup::BackupRepository::s3(
-        &vega_backup::S3Options {
-            bucket,
-            prefix,
-            endpoint: o.endpoint.clone(),
-            region: o.region.clone().unwrap_or_else(|| "us-east-1".into()),
-            access_key_id: o.access_key_id.as_ref().map(|s| s.expose().to_string()),
-            secret_access_key: o.secret_access_key.as_ref().map(|s| s.expose().to_string()),
-            allow_http: o.allow_http,
-        },
-    )?)
+    let options = s3_options(o, "backup.object_store")
+        .map_err(|message| StartError::Backup(vega_backup::BackupError::Config { message }))?;
+    Ok(vega_backup::BackupRepository::s3(&options)?)
 }
 
 /// Whether a catalog error at start may clear up by itself.
@@ -823,6 +826,9 @@ impl RunningServer {
                 "sync jobs still running at the end of the grace period; they will be recovered at the next start");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.scheduler_task).await;
+        if let Some(discovery) = &self.state.discovery {
+            discovery.deregister().await;
+        }
         // No more MQTT acknowledgements: the broker keeps what follows.
         self.state.mqtt.shutdown().await;
         // Acknowledged rows are durable in the log already; flushing them

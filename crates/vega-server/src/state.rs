@@ -59,6 +59,8 @@ pub struct Inner {
     pub cache: Arc<crate::cache::ResultCache>,
     /// The API's rate limits (runtime settings from the catalog).
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// Service discovery, when `service_discovery` is set.
+    pub discovery: Option<Arc<crate::discovery::DiscoveryAgent>>,
     /// Trino, when `query.trino` is set.
     pub trino: Option<Arc<crate::remote_engine::TrinoEngine>>,
     /// `query.engine`: what `engine: auto` means.

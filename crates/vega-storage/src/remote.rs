@@ -37,39 +37,68 @@ impl std::fmt::Debug for RemoteSegments {
     }
 }
 
-/// How to reach an S3-compatible bucket.
-#[derive(Debug, Clone, Default)]
+/// How to reach an S3-compatible bucket (segments, logs, backups).
+#[derive(Clone, Default)]
 pub struct S3Options {
+    /// The bucket's name.
     pub bucket: String,
+    /// Object name prefix inside the bucket; may be empty.
     pub prefix: String,
-    /// `http://127.0.0.1:9000` for a local server; empty for AWS.
+    /// `http://127.0.0.1:9000` for a local server; `None` for AWS.
     pub endpoint: Option<String>,
+    /// The bucket's region (any value for most local servers).
     pub region: String,
+    /// The access key; `None` to take credentials from the environment.
     pub access_key_id: Option<String>,
+    /// The secret key; never shown by `Debug`.
     pub secret_access_key: Option<String>,
     /// Allow plain HTTP (a local server).
     pub allow_http: bool,
 }
 
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl S3Options {
+    /// The client of the bucket (the prefix is the caller's to apply).
+    pub fn build(&self) -> Result<object_store::aws::AmazonS3, object_store::Error> {
+        let mut builder = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&self.bucket)
+            .with_region(&self.region)
+            .with_allow_http(self.allow_http)
+            // Local servers do not serve virtual-hosted bucket names.
+            .with_virtual_hosted_style_request(false);
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(key) = &self.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &self.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        builder.build()
+    }
+}
+
 impl RemoteSegments {
     /// A bucket of an S3-compatible server.
     pub fn s3(options: &S3Options) -> Result<Self, StorageError> {
-        let mut builder = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(&options.bucket)
-            .with_region(&options.region)
-            .with_allow_http(options.allow_http)
-            // Local servers do not serve virtual-hosted bucket names.
-            .with_virtual_hosted_style_request(false);
-        if let Some(endpoint) = &options.endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        if let Some(key) = &options.access_key_id {
-            builder = builder.with_access_key_id(key);
-        }
-        if let Some(secret) = &options.secret_access_key {
-            builder = builder.with_secret_access_key(secret);
-        }
-        let store = builder.build().map_err(|e| StorageError::Remote {
+        let store = options.build().map_err(|e| StorageError::Remote {
             action: "configuring",
             path: options.bucket.clone(),
             message: e.to_string(),

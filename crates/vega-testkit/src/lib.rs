@@ -3,6 +3,8 @@
 //! stops it when dropped (PostgreSQL also as a primary with a streaming
 //! replica, `replication.rs`). For tests only.
 
+pub mod consul;
+pub mod etcd;
 pub mod haproxy;
 pub mod influxdb;
 pub mod mosquitto;

@@ -67,3 +67,36 @@ pub async fn list_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeVi
             .collect(),
     ))
 }
+
+/// The healthy instances of each service of
+/// `service_discovery.discovery.services`, as the provider lists them now.
+#[utoipa::path(get, path = "/api/v1/discovery", tag = "cluster",
+    responses((status = 200, body = DiscoveryView), (status = 403, body = ErrorBody)))]
+pub async fn list_discovered(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::auth::Principal>,
+) -> Result<axum::Json<DiscoveryView>, ApiError> {
+    principal.require(vega_core::Role::Reader)?;
+    let Some(discovery) = &state.discovery else {
+        return Ok(axum::Json(DiscoveryView {
+            provider: None,
+            registered: false,
+            services: Vec::new(),
+        }));
+    };
+    Ok(axum::Json(DiscoveryView {
+        provider: Some(discovery.provider_name().to_string()),
+        registered: discovery.not_ready().is_none(),
+        services: discovery.discovered().await,
+    }))
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DiscoveryView {
+    /// `static`, `dns`, `etcd` or `consul`; absent without
+    /// `service_discovery`.
+    pub provider: Option<String>,
+    /// Whether this node's own registration succeeded.
+    pub registered: bool,
+    pub services: Vec<crate::discovery::DiscoveredView>,
+}

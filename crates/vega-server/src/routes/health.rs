@@ -77,7 +77,7 @@ where
 /// The three services readiness depends on.
 async fn core_services(state: &AppState) -> Vec<ServiceHealth> {
     let store = state.store.clone();
-    vec![
+    let mut services = vec![
         timed("catalog", state.catalog.ping()).await,
         timed("storage", async move {
             tokio::task::spawn_blocking(move || store.check_writable().map_err(|e| e.to_string()))
@@ -86,7 +86,23 @@ async fn core_services(state: &AppState) -> Vec<ServiceHealth> {
         })
         .await,
         timed("engine", state.engine.ping()).await,
-    ]
+    ];
+    // A node that registers itself is not ready before it is registered.
+    if let Some(discovery) = &state.discovery {
+        let not_ready = discovery.not_ready();
+        services.push(ServiceHealth {
+            name: "discovery".into(),
+            status: if not_ready.is_none() {
+                "healthy"
+            } else {
+                "unhealthy"
+            }
+            .into(),
+            response_time_ms: 0.0,
+            last_error: not_ready,
+        });
+    }
+    services
 }
 
 #[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, body = Liveness)))]
@@ -174,6 +190,18 @@ pub async fn health(State(state): State<AppState>) -> Response {
             format!("flushing to segments fails (rows stay buffered and durable in the log): {e}")
         }),
     });
+    // A registration that no longer refreshes will expire.
+    if let Some(error) = state.discovery.as_ref().and_then(|d| d.refresh_error()) {
+        connections_ok = false;
+        services.push(ServiceHealth {
+            name: "discovery:refresh".into(),
+            status: "unhealthy".into(),
+            response_time_ms: 0.0,
+            last_error: Some(format!(
+                "refreshing this node's registration fails; it expires unless a refresh succeeds: {error}"
+            )),
+        });
+    }
     // A breaker that rejects calls means a dependency is failing.
     connections_ok &= state
         .breakers

@@ -611,3 +611,95 @@ fn backup_and_restore() {
         first["stats"]["bytes_written"],
     );
 }
+
+/// Line-protocol ingest with the write-ahead log kept in an S3-compatible
+/// bucket too (`storage.object_store` without `storage.shared_dir`: each
+/// group commit is also one PUT before the write is acknowledged) against
+/// the same node shape with its log on local disk only: same points, batch
+/// size and client threads, alternating rounds in one run, both against
+/// the same local S3-compatible server (moto) for segments.
+#[test]
+#[ignore = "benchmark: run with bench/ingest_object_log.sh"]
+fn line_protocol_ingest_with_the_log_in_the_object_store() {
+    use vega_testkit::s3::TestS3;
+    let env = |k: &str, d: u64| -> u64 {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let points = env("BENCH_LP_POINTS", 300_000);
+    let batch = env("BENCH_LP_BATCH", 5_000);
+    let clients = env("BENCH_LP_CLIENTS", 4) as usize;
+    let rounds = 3u64;
+    let s3 = TestS3::start();
+    let bucket = |prefix: &str| {
+        format!(
+            "storage:\n  object_store:\n    url: s3://{}/{prefix}\n    endpoint: \"{}\"\n    access_key_id: {}\n    secret_access_key: {}\n    allow_http: true\n",
+            s3.bucket(),
+            s3.endpoint(),
+            s3.access_key_id(),
+            s3.secret_access_key()
+        )
+    };
+    // The baseline shares the bucket for segments but keeps its log local:
+    // a shared directory (its own) takes the log out of the bucket.
+    let shared = tempfile::tempdir().unwrap();
+    let local = crate::server::TestServer::start_with(crate::server::Options {
+        extra_yaml: format!(
+            "ingest:\n  flush_rows: 500000\n{}  shared_dir: \"{}\"\n",
+            bucket("local"),
+            shared.path().display()
+        ),
+        ..Default::default()
+    });
+    let mirrored = crate::server::TestServer::start_with(crate::server::Options {
+        extra_yaml: format!("ingest:\n  flush_rows: 500000\n{}", bucket("mirrored")),
+        ..Default::default()
+    });
+    let per_round = points / rounds;
+    let (mut t_local, mut t_mirrored) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds {
+        let batches: Vec<String> = (0..per_round / batch)
+            .map(|b| lp_batch(round * per_round + b * batch, batch))
+            .collect();
+        t_local += post_all(
+            &format!("{}/api/v2/write?bucket=bench&precision=ns", local.api),
+            None,
+            &batches,
+            clients,
+        );
+        t_mirrored += post_all(
+            &format!("{}/api/v2/write?bucket=bench&precision=ns", mirrored.api),
+            None,
+            &batches,
+            clients,
+        );
+    }
+    let written = (points / rounds / batch) * batch * rounds;
+    for vega in [&local, &mirrored] {
+        let n = vega.sql("SELECT count(DISTINCT id) FROM bench.cpu")["rows"][0][0]
+            .as_u64()
+            .unwrap();
+        assert_eq!(n, written, "every acknowledged point is stored");
+    }
+    let objects = s3.list("mirrored/wal/").len();
+    let rate = |d: Duration| written as f64 / d.as_secs_f64();
+    println!("\n| log | points | time | points/s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| local disk only (baseline) | {written} | {:.2} s | {:.0} |",
+        t_local.as_secs_f64(),
+        rate(t_local)
+    );
+    println!(
+        "| local disk + bucket, before each acknowledgement | {written} | {:.2} s | {:.0} |",
+        t_mirrored.as_secs_f64(),
+        rate(t_mirrored)
+    );
+    println!(
+        "ratio (bucket ÷ local points/s): {:.2}",
+        rate(t_mirrored) / rate(t_local)
+    );
+    println!("batch: {batch} lines, clients: {clients}, rounds: {rounds}; log objects left in the bucket: {objects}");
+}

@@ -11,6 +11,7 @@ mod chaos;
 mod cli;
 mod cluster;
 mod crash;
+mod discovery;
 mod drill;
 mod incremental;
 mod ingest;

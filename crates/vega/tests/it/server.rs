@@ -44,6 +44,9 @@ pub struct Options {
     /// restarted behind a load balancer keeps its addresses); port 0 when
     /// unset.
     pub ports: Option<(u16, u16)>,
+    /// Return once the ports are open, without waiting for `/health/ready`
+    /// to answer 200 (for nodes that are meant not to be ready).
+    pub skip_readiness: bool,
 }
 
 pub struct TestServer {
@@ -130,11 +133,11 @@ impl TestServer {
                 .build()
                 .expect("client"),
         };
-        server.wait_ready(options.demo);
+        server.wait_ready(options.demo, options.skip_readiness);
         server
     }
 
-    fn wait_ready(&mut self, demo: bool) {
+    fn wait_ready(&mut self, demo: bool, skip_readiness: bool) {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut seen = 0;
         loop {
@@ -173,6 +176,9 @@ impl TestServer {
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+        if skip_readiness {
+            return;
         }
         loop {
             if let Ok(r) = self.client.get(format!("{}/health/ready", self.ops)).send() {
