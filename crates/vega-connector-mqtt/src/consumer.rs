@@ -212,6 +212,23 @@ pub struct MqttStatus {
     pub connected_since: Option<DateTime<Utc>>,
 }
 
+/// What may hold connection attempts back (the connection's circuit
+/// breaker): asked before every attempt to reach the broker, told how it
+/// went.
+pub trait ConnectGuard: Send + Sync {
+    /// `Ok`: try now, and report the outcome on the returned attempt.
+    /// `Err((wait, reason))`: do not try for `wait`; `reason` becomes the
+    /// connection's last error.
+    fn admit(&self) -> Result<Box<dyn ConnectAttempt>, (Duration, String)>;
+}
+
+/// One admitted connection attempt. Dropped without an outcome (shut down,
+/// or the connection settings could not be read), it counts as neither.
+pub trait ConnectAttempt: Send {
+    fn connected(self: Box<Self>);
+    fn failed(self: Box<Self>);
+}
+
 /// Starts consumers.
 pub struct MqttConsumer;
 
@@ -239,6 +256,36 @@ impl MqttConsumer {
         subs: Vec<Subscription>,
         sink: Arc<dyn MessageSink>,
         clock: Arc<dyn Clock>,
+    ) -> MqttHandle {
+        Self::spawn_inner(connection_name, conn, subs, sink, clock, None)
+    }
+
+    /// Like [`spawn`](Self::spawn), with every attempt to reach the broker
+    /// passing `guard` first (the connection's circuit breaker).
+    pub fn spawn_guarded(
+        connection_name: &str,
+        conn: MqttConnection,
+        subs: Vec<Subscription>,
+        sink: Arc<dyn MessageSink>,
+        guard: Arc<dyn ConnectGuard>,
+    ) -> MqttHandle {
+        Self::spawn_inner(
+            connection_name,
+            conn,
+            subs,
+            sink,
+            Arc::new(SystemClock),
+            Some(guard),
+        )
+    }
+
+    fn spawn_inner(
+        connection_name: &str,
+        conn: MqttConnection,
+        subs: Vec<Subscription>,
+        sink: Arc<dyn MessageSink>,
+        clock: Arc<dyn Clock>,
+        guard: Option<Arc<dyn ConnectGuard>>,
     ) -> MqttHandle {
         let client_id = conn.effective_client_id(connection_name);
         let (client, eventloop) = session::new_session(&conn, &client_id);
@@ -275,6 +322,7 @@ impl MqttConsumer {
             clock: clock.clone(),
             tx,
             stop: stop_poll.clone(),
+            guard,
         };
         let poll_task = tokio::spawn(poller.run(eventloop));
 
@@ -440,6 +488,7 @@ struct Poller {
     clock: Arc<dyn Clock>,
     tx: mpsc::UnboundedSender<Inbound>,
     stop: CancellationToken,
+    guard: Option<Arc<dyn ConnectGuard>>,
 }
 
 impl Poller {
@@ -453,10 +502,31 @@ impl Poller {
         // The broker confirmed every subscription in this process.
         let mut subscribed = false;
         let mut subscriber: Option<JoinHandle<()>> = None;
+        // The guard's admission of the attempt in progress.
+        let mut admitted: Option<Box<dyn ConnectAttempt>> = None;
         loop {
             if must_prepare {
                 if self.stop.is_cancelled() {
                     break;
+                }
+                if let Some(guard) = &self.guard {
+                    match guard.admit() {
+                        Ok(attempt) => admitted = Some(attempt),
+                        Err((wait, reason)) => {
+                            {
+                                let mut status = self.shared.status();
+                                status.state = ConnectionState::Disconnected;
+                                status.last_error = Some(reason.clone());
+                            }
+                            tracing::debug!(connection = %self.name, %reason, "MQTT connection attempt held back");
+                            let wait = wait.clamp(self.conn.reconnect_min, self.conn.reconnect_max);
+                            tokio::select! {
+                                _ = self.stop.cancelled() => break,
+                                _ = tokio::time::sleep(wait) => {}
+                            }
+                            continue;
+                        }
+                    }
                 }
                 {
                     let mut status = self.shared.status();
@@ -501,6 +571,9 @@ impl Poller {
                     }
                     connected = true;
                     attempt = 0;
+                    if let Some(admitted) = admitted.take() {
+                        admitted.connected();
+                    }
                     {
                         let mut status = self.shared.status();
                         status.state = ConnectionState::Connected;
@@ -553,6 +626,9 @@ impl Poller {
                     let was_connected = connected;
                     connected = false;
                     must_prepare = true;
+                    if let Some(admitted) = admitted.take() {
+                        admitted.failed();
+                    }
                     if self.stop.is_cancelled() {
                         break;
                     }

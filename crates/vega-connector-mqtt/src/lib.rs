@@ -27,8 +27,8 @@ pub use config::{
 };
 pub use connector::MqttConnector;
 pub use consumer::{
-    ConnectionState, Delivered, DeliveryKey, MessageSink, MqttConsumer, MqttHandle, MqttStatus,
-    SinkError, Subscription,
+    ConnectAttempt, ConnectGuard, ConnectionState, Delivered, DeliveryKey, MessageSink,
+    MqttConsumer, MqttHandle, MqttStatus, SinkError, Subscription,
 };
 pub use mapping::{MappingError, MappingErrorKind};
 pub use topic::TopicFilter;

@@ -57,9 +57,69 @@ pub struct MqttStreams {
     consumers: tokio::sync::Mutex<HashMap<Id, Running>>,
     /// Status of the last consumer of each connection (kept while none runs).
     last: std::sync::Mutex<HashMap<Id, MqttStatus>>,
+    /// The connections' circuit breakers: every attempt to reach a broker
+    /// passes its connection's (set once at start).
+    breakers: std::sync::OnceLock<Arc<vega_resilience::BreakerRegistry>>,
+}
+
+/// A connection's circuit breaker in front of its consumer's attempts to
+/// reach the broker: an open breaker holds attempts back until trial calls
+/// are let through.
+struct BreakerGate {
+    breaker: Arc<vega_resilience::CircuitBreaker>,
+    ticker: Arc<dyn vega_resilience::Ticker>,
+}
+
+struct GateAttempt {
+    permit: vega_resilience::Permit,
+    ticker: Arc<dyn vega_resilience::Ticker>,
+    started: std::time::Duration,
+}
+
+impl vega_connector_mqtt::ConnectGuard for BreakerGate {
+    fn admit(
+        &self,
+    ) -> Result<Box<dyn vega_connector_mqtt::ConnectAttempt>, (std::time::Duration, String)> {
+        match self.breaker.try_acquire() {
+            Ok(permit) => Ok(Box::new(GateAttempt {
+                permit,
+                ticker: self.ticker.clone(),
+                started: self.ticker.now(),
+            })),
+            Err(rejected) => {
+                let wait = rejected
+                    .retry_after
+                    .unwrap_or(std::time::Duration::from_secs(1));
+                Err((
+                    wait,
+                    format!(
+                        "the circuit breaker of connection '{}' is {}: the broker failed too often lately; the next attempt waits",
+                        rejected.service, rejected.state
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+impl vega_connector_mqtt::ConnectAttempt for GateAttempt {
+    fn connected(self: Box<Self>) {
+        let took = self.ticker.now().saturating_sub(self.started);
+        self.permit.success(took);
+    }
+    fn failed(self: Box<Self>) {
+        let took = self.ticker.now().saturating_sub(self.started);
+        self.permit.failure(took);
+    }
 }
 
 impl MqttStreams {
+    /// Puts every consumer's attempts to reach its broker behind its
+    /// connection's breaker (once; later calls are ignored).
+    pub fn set_breakers(&self, breakers: Arc<vega_resilience::BreakerRegistry>) {
+        let _ = self.breakers.set(breakers);
+    }
+
     pub fn new(
         catalog: Arc<dyn Catalog>,
         ingest: Arc<IngestService>,
@@ -73,6 +133,7 @@ impl MqttStreams {
             me,
             consumers: tokio::sync::Mutex::new(HashMap::new()),
             last: std::sync::Mutex::new(HashMap::new()),
+            breakers: std::sync::OnceLock::new(),
         }
     }
 
@@ -321,7 +382,19 @@ impl MqttStreams {
             metrics: self.metrics.clone(),
             assets: std::sync::Mutex::new(HashMap::new()),
         });
-        let handle = MqttConsumer::spawn(&conn.name, params, subs, sink);
+        let handle = match self.breakers.get() {
+            Some(breakers) => MqttConsumer::spawn_guarded(
+                &conn.name,
+                params,
+                subs,
+                sink,
+                Arc::new(BreakerGate {
+                    breaker: breakers.get_or_create(&conn.name),
+                    ticker: Arc::new(vega_resilience::SystemTicker::new()),
+                }),
+            ),
+            None => MqttConsumer::spawn(&conn.name, params, subs, sink),
+        };
         consumers.insert(
             conn.id.clone(),
             Running {

@@ -385,6 +385,7 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
             lease_ttl,
         },
     ));
+    mqtt.set_breakers(breakers.registry().clone());
     let cache = Arc::new(crate::cache::ResultCache::new(
         (&config.cache).into(),
         &metrics,

@@ -165,3 +165,35 @@ fn breaker_settings_out_of_range_are_refused_with_their_key_path() {
         }
     }
 }
+
+/// An MQTT broker that keeps refusing connections opens its connection's
+/// breaker: the consumer holds its attempts back and health says why.
+#[test]
+fn a_broker_that_keeps_refusing_opens_its_connections_breaker() {
+    let port = vega_testkit::ports::free_port();
+    let vega = TestServer::start_with(Options {
+        extra_yaml: "circuit_breaker:\n  services:\n    broker-edge-cb:\n      minimum_calls: 2\n      sliding_window_size: 2\n      wait_duration_in_open: 1h\n".into(),
+        ..Options::default()
+    });
+    crate::mqtt::mqtt_asset(&vega, port, "edge", "cb", json!({ "topic": "cb/#" }));
+    crate::mqtt::wait_until(
+        "the breaker to open and health to say so",
+        std::time::Duration::from_secs(30),
+        || {
+            let h = crate::mqtt::connection_health(&vega, "broker-edge-cb");
+            h["last_error"].as_str().is_some_and(|e| {
+                e.contains("circuit breaker of connection 'broker-edge-cb' is open")
+            })
+        },
+    );
+    let list = vega.get("/api/v1/breakers").json();
+    let breaker = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["service"] == "broker-edge-cb")
+        .cloned()
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(breaker["state"], "open", "{breaker}");
+    assert_eq!(breaker["failed_calls"], 2, "{breaker}");
+}
