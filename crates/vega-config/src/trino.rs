@@ -126,6 +126,10 @@ pub struct TrinoConfig {
     /// With `query.engine: auto`, queries that read more than this go to
     /// Trino.
     pub size_threshold: ByteSize,
+    /// With `query.engine: auto`, queries that read any of these assets
+    /// (`namespace.name`) go to Trino whatever their size: the per-asset
+    /// setting.
+    pub assets: Vec<String>,
 }
 
 impl Default for TrinoConfig {
@@ -144,6 +148,7 @@ impl Default for TrinoConfig {
             request_timeout: DEFAULT_TRINO_REQUEST_TIMEOUT,
             query_timeout: DEFAULT_TRINO_QUERY_TIMEOUT,
             size_threshold: DEFAULT_TRINO_SIZE_THRESHOLD,
+            assets: Vec::new(),
         }
     }
 }
@@ -404,6 +409,21 @@ impl TrinoConfig {
             self.size_threshold.is_zero(),
             "to send every query to Trino, set query.engine: trino",
         );
+        for (i, name) in self.assets.iter().enumerate() {
+            let parts: Vec<&str> = name.split('.').collect();
+            let valid = parts.len() == 2
+                && parts.iter().all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                });
+            if !valid {
+                f.at(
+                    at.key("assets").index(i),
+                    format!("must name an asset as namespace.name, not {name:?}"),
+                );
+            }
+        }
     }
 
     fn check_auth(&self, at: &[Key], f: &mut Findings) {

@@ -753,6 +753,19 @@ fn trino_settings_are_checked_with_their_key_paths() {
 }
 
 #[test]
+fn trino_assets_must_be_namespace_dot_name() {
+    let errors = errors(
+        "query:\n  trino:\n    coordinators: [http://t:8080]\n    assets: [sales.orders, orders, a.b.c]\n",
+    );
+    assert_eq!(
+        paths(&errors),
+        ["query.trino.assets[1]", "query.trino.assets[2]"],
+        "{errors}"
+    );
+    assert!(errors.0[0].message.contains("namespace.name"), "{errors}");
+}
+
+#[test]
 fn trino_credentials_need_https_and_are_never_printed() {
     let message = only_problem(
         "query:\n  trino:\n    coordinators: [http://t:8080]\n    auth: {basic: {user: vega, password: pa55-word}}\n",

@@ -106,6 +106,8 @@ pub struct TrinoEngine {
     fallback: Fallback,
     /// `engine: auto` sends statements reading more than this to Trino.
     pub size_threshold: u64,
+    /// `engine: auto` sends statements reading any of these assets to Trino.
+    pub assets: std::collections::HashSet<String>,
     ticker: Arc<dyn Ticker>,
     /// At most `resilience.bulkhead.per_pool` queries on Trino at once.
     bulkhead: vega_resilience::Bulkhead,
@@ -221,6 +223,7 @@ impl TrinoEngine {
                 .get_or_create(vega_config::breaker::TRINO_SERVICE),
             fallback: breakers.fallback(vega_config::breaker::TRINO_SERVICE),
             size_threshold: config.size_threshold.as_u64(),
+            assets: config.assets.iter().cloned().collect(),
             ticker,
             bulkhead,
             _checks: checks,

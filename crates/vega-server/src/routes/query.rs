@@ -200,7 +200,10 @@ pub async fn query(
         (Some(trino), Some(read)) => match state.default_engine {
             vega_config::Engine::Duckdb => false,
             vega_config::Engine::Trino => true,
-            vega_config::Engine::Auto => read_bytes(&state, read) > trino.size_threshold,
+            vega_config::Engine::Auto => {
+                read.assets.iter().any(|a| trino.assets.contains(&a.name))
+                    || read_bytes(&state, read) > trino.size_threshold
+            }
         },
         _ => false,
     };

@@ -245,3 +245,42 @@ fn a_full_trino_bulkhead_routes_to_duckdb() {
         assert_eq!(body["rows"], json!([[200]]));
     });
 }
+
+/// With `engine: auto`, statements reading an asset of
+/// `query.trino.assets` go to Trino whatever their size; others stay on
+/// DuckDB.
+#[test]
+fn auto_sends_the_assets_listed_for_trino_to_trino() {
+    let trino = TrinoTestServer::start();
+    let src = SourceDir::new();
+    src.write("t.csv", "a\n1\n2\n");
+    src.write("u.csv", "a\n5\n");
+    let vega = TestServer::start_with(Options {
+        extra_yaml: format!(
+            "query:\n  trino:\n    coordinators: [\"{}\"]\n    assets: [s.t]\n    health_check:\n      interval: 30s\n      timeout: 1s\n",
+            trino.url()
+        ),
+        allowed_roots: vec![src.path()],
+        ..Options::default()
+    });
+    let con = vega.file_connection("files", &src.path());
+    for (name, file) in [("t", "t.csv"), ("u", "u.csv")] {
+        let asset = vega.asset(&con, "s", name, json!({ "path": file }));
+        assert_eq!(vega.sync(&asset)["state"], "succeeded");
+    }
+    let on_trino = "SELECT count(*) AS n FROM s.t";
+    trino.script(
+        on_trino,
+        Script::rows(&[("n", "bigint")], vec![vec![json!(700)]]),
+    );
+    let (_, body, engine, _) = query(&vega, on_trino, "auto");
+    assert_eq!(
+        (body["rows"].clone(), engine.as_deref()),
+        (json!([[700]]), Some("trino"))
+    );
+    let (_, body, engine, _) = query(&vega, "SELECT count(*) AS n FROM s.u", "auto");
+    assert_eq!(
+        (body["rows"].clone(), engine.as_deref()),
+        (json!([[1]]), Some("duckdb"))
+    );
+}
