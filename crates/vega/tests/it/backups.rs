@@ -76,20 +76,6 @@ fn blob_path(vega: &TestServer, sha256: &str) -> PathBuf {
         .join(sha256)
 }
 
-fn metric(vega: &TestServer, name: &str) -> f64 {
-    let text = vega
-        .client()
-        .get(format!("{}/metrics", vega.ops))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn full_backups_are_listed_verified_and_deduplicated() {
     let src = SourceDir::new();
@@ -156,20 +142,10 @@ fn full_backups_are_listed_verified_and_deduplicated() {
     assert!(r.message().contains("from"), "{}", r.text);
 
     // Metrics.
-    assert!(
-        metric(
-            &vega,
-            "vega_backup_last_success_timestamp_seconds{scope=\"full\"}"
-        ) > 0.0
-    );
-    assert!(metric(&vega, "vega_backup_bytes_written_total{scope=\"full\"}") > 0.0);
-    assert!(
-        metric(
-            &vega,
-            "vega_backup_bytes_deduplicated_total{scope=\"full\"}"
-        ) > 0.0
-    );
-    assert!(metric(&vega, "vega_backup_duration_seconds_count{scope=\"full\"}") >= 2.0);
+    assert!(vega.metric_sum("vega_backup_last_success_timestamp_seconds{scope=\"full\"}") > 0.0);
+    assert!(vega.metric_sum("vega_backup_bytes_written_total{scope=\"full\"}") > 0.0);
+    assert!(vega.metric_sum("vega_backup_bytes_deduplicated_total{scope=\"full\"}") > 0.0);
+    assert!(vega.metric_sum("vega_backup_duration_seconds_count{scope=\"full\"}") >= 2.0);
 }
 
 #[test]
@@ -446,11 +422,7 @@ fn a_backup_outlives_the_request_deadline() {
     let r = hurried.post("/api/v1/backups", &json!({ "scope": "full" }));
     assert!(r.status == 504 || r.status == 201, "{}", r.text);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while metric(
-        &hurried,
-        "vega_backup_last_success_timestamp_seconds{scope=\"full\"}",
-    ) == 0.0
-    {
+    while hurried.metric_sum("vega_backup_last_success_timestamp_seconds{scope=\"full\"}") == 0.0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the backup never finished"

@@ -125,15 +125,6 @@ pub fn connection_health(vega: &TestServer, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn metrics(vega: &TestServer) -> String {
-    vega.client()
-        .get(format!("{}/metrics", vega.ops))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-}
-
 #[test]
 fn json_messages_become_rows_with_topic_levels_and_bad_ones_are_counted() {
     let broker = TestMosquitto::start();
@@ -181,7 +172,7 @@ fn json_messages_become_rows_with_topic_levels_and_bad_ones_are_counted() {
     publisher.wait_acked(103);
     let started = Instant::now();
     loop {
-        let m = metrics(&vega);
+        let m = vega.metrics_text();
         if m.contains("vega_ingest_rejected_lines_total{reason=\"mqtt_not_json\"} 1")
             && m.contains("vega_ingest_rejected_lines_total{reason=\"type_conflict\"} 1")
         {
@@ -198,7 +189,7 @@ fn json_messages_become_rows_with_topic_levels_and_bad_ones_are_counted() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(count(&vega, "SELECT count(*) FROM plant.sensors"), 100);
-    let m = metrics(&vega);
+    let m = vega.metrics_text();
     assert!(
         m.contains("vega_mqtt_connected{connection=\"broker-plant-sensors\"} 1"),
         "{m}"

@@ -39,20 +39,6 @@ fn rows(r: &Resp) -> Value {
     r.json()["rows"].clone()
 }
 
-fn metric(vega: &TestServer, name: &str) -> f64 {
-    let text = vega
-        .client()
-        .get(format!("{}/metrics", vega.ops))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn answers_are_cached_until_the_data_changes() {
     let src = SourceDir::new();
@@ -74,8 +60,8 @@ fn answers_are_cached_until_the_data_changes() {
     let second = query(&vega, "select   COUNT(*)\nfrom s.t -- again", &[]);
     assert_eq!(cache_header(&second), "hit");
     assert_eq!(second.text, first.text);
-    assert!(metric(&vega, "vega_cache_hits_total") >= 1.0);
-    assert!(metric(&vega, "vega_cache_bytes") > 0.0);
+    assert!(vega.metric_sum("vega_cache_hits_total") >= 1.0);
+    assert!(vega.metric_sum("vega_cache_bytes") > 0.0);
 
     // `no-cache` computes afresh; `no-store` neither reads nor keeps.
     let fresh = query(&vega, sql, &[("cache-control", "no-cache")]);
@@ -182,7 +168,7 @@ fn rate_limits_apply_at_once_and_refuse_with_retry_after() {
         .parse()
         .unwrap();
     assert!((1..=5).contains(&retry), "Retry-After {retry}");
-    assert!(metric(&vega, "vega_rate_limited_requests_total") >= 1.0);
+    assert!(vega.metric_sum("vega_rate_limited_requests_total") >= 1.0);
 
     // Health, metrics and the rate-limit endpoint itself are exempt.
     let anon = vega.client();

@@ -233,6 +233,16 @@ impl TestServer {
             .expect("reading /metrics")
     }
 
+    /// The sum of the samples whose lines start with `prefix` (a metric
+    /// name, optionally with some of its labels); 0 when there are none.
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .filter(|l| l.starts_with(prefix) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The value of the first sample whose line starts with `series` (a
     /// metric name, optionally with labels).
     pub fn metric(&self, series: &str) -> Option<f64> {
