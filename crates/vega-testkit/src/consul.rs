@@ -46,13 +46,14 @@
 //! state, as an agent restarted without its data directory does.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::http::{self, Request};
 use serde_json::{json, Map, Value};
 
 /// How often idle connections and the check runner look whether the server
@@ -344,23 +345,6 @@ fn reap(state: &mut State, now: Instant) {
     }
 }
 
-/// A parsed request.
-struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// An answer: status, extra headers, JSON or text body.
 struct Reply {
     status: u16,
@@ -389,31 +373,13 @@ impl Reply {
     }
 
     fn to_bytes(&self, close: bool) -> Vec<u8> {
-        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
-        head.push_str(&format!("Content-Type: {}\r\n", self.content_type));
-        head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-        if close {
-            head.push_str("Connection: close\r\n");
-        }
-        for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
-        bytes
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        500 => "Internal Server Error",
-        _ => "Unknown",
+        http::response(
+            self.status,
+            self.content_type,
+            &self.headers,
+            &self.body,
+            close,
+        )
     }
 }
 
@@ -422,77 +388,15 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
         return;
     }
     let mut buffer = Vec::new();
-    while let Some(request) = read_request(&mut stream, &mut buffer, &shared.stop) {
+    while let Some(request) =
+        http::read_request(&mut stream, &mut buffer, &shared.stop, MAX_REQUEST_BYTES)
+    {
         let close = request
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let reply = handle(shared, request);
         if stream.write_all(&reply.to_bytes(close)).is_err() || close {
             return;
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads one request; `None` when the connection closed, broke, sent
-/// something that is not HTTP, or the server is stopping.
-fn read_request(
-    stream: &mut TcpStream,
-    buffer: &mut Vec<u8>,
-    stop: &AtomicBool,
-) -> Option<Request> {
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = find(buffer, b"\r\n\r\n") {
-            let text = String::from_utf8_lossy(&buffer[..end]).into_owned();
-            let mut lines = text.split("\r\n");
-            let mut first = lines.next()?.split(' ');
-            let (method, target) = (first.next()?.to_string(), first.next()?.to_string());
-            let headers: Vec<(String, String)> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .collect();
-            let length = headers
-                .iter()
-                .find(|(n, _)| n == "content-length")
-                .and_then(|(_, v)| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            if length > MAX_REQUEST_BYTES {
-                return None;
-            }
-            let start = end + 4;
-            if buffer.len() >= start + length {
-                let body = buffer[start..start + length].to_vec();
-                buffer.drain(..start + length);
-                return Some(Request {
-                    method,
-                    target,
-                    headers,
-                    body,
-                });
-            }
-        }
-        if buffer.len() > MAX_REQUEST_BYTES {
-            return None;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return None,
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if stop.load(Ordering::SeqCst) {
-                    return None;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod consul;
 pub mod etcd;
 pub mod haproxy;
+mod http;
 pub mod influxdb;
 pub mod mosquitto;
 pub mod ports;

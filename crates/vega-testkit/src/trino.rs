@@ -31,13 +31,14 @@
 //! request is recorded with its headers.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::http::{self, Request};
 use serde_json::{json, Value};
 
 /// How often a connection waiting for a request, or a delayed answer,
@@ -391,13 +392,6 @@ impl Drop for TrinoTestServer {
 }
 
 /// A parsed request.
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
 /// What to send back.
 enum Reply {
     Full {
@@ -416,7 +410,9 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
         return;
     }
     let mut buffer = Vec::new();
-    while let Some(request) = read_request(&mut stream, &mut buffer, &shared.stop) {
+    while let Some(request) =
+        http::read_request(&mut stream, &mut buffer, &shared.stop, MAX_REQUEST_BYTES)
+    {
         match handle(shared, request) {
             Reply::Full { bytes, delay } => {
                 if !sleep_unless_stopped(delay, &shared.stop) || stream.write_all(&bytes).is_err() {
@@ -425,7 +421,7 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
             }
             Reply::Dropped { bytes, delay } => {
                 if sleep_unless_stopped(delay, &shared.stop) {
-                    let head_end = find(&bytes, b"\r\n\r\n").map_or(0, |i| i + 4);
+                    let head_end = http::find(&bytes, b"\r\n\r\n").map_or(0, |i| i + 4);
                     let cut = head_end + (bytes.len() - head_end) / 2;
                     let _ = stream.write_all(&bytes[..cut]);
                     let _ = stream.flush();
@@ -449,104 +445,13 @@ fn sleep_unless_stopped(delay: Duration, stop: &AtomicBool) -> bool {
     !stop.load(Ordering::SeqCst)
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads one request; `None` when the connection closed, broke, sent
-/// something that is not HTTP, or the server is stopping.
-fn read_request(
-    stream: &mut TcpStream,
-    buffer: &mut Vec<u8>,
-    stop: &AtomicBool,
-) -> Option<Request> {
-    let mut chunk = [0u8; 8192];
-    let mut head: Option<(usize, Request, usize)> = None;
-    loop {
-        if head.is_none() {
-            if let Some(end) = find(buffer, b"\r\n\r\n") {
-                let text = String::from_utf8_lossy(&buffer[..end]).into_owned();
-                let mut lines = text.split("\r\n");
-                let mut first = lines.next()?.split(' ');
-                let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
-                let headers: Vec<(String, String)> = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-                    .collect();
-                let length = headers
-                    .iter()
-                    .find(|(n, _)| n == "content-length")
-                    .and_then(|(_, v)| v.parse::<usize>().ok())
-                    .unwrap_or(0);
-                let request = Request {
-                    method,
-                    path,
-                    headers,
-                    body: Vec::new(),
-                };
-                head = Some((end + 4, request, length));
-            }
-        }
-        if let Some((start, _, length)) = &head {
-            if buffer.len() >= start + length {
-                let (start, mut request, length) = head.take()?;
-                request.body = buffer[start..start + length].to_vec();
-                buffer.drain(..start + length);
-                return Some(request);
-            }
-        }
-        if buffer.len() > MAX_REQUEST_BYTES {
-            return None;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return None,
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if stop.load(Ordering::SeqCst) {
-                    return None;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
-}
-
 fn http_response(
     status: u16,
     content_type: &str,
     headers: &[(String, String)],
     body: &[u8],
 ) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-    if !body.is_empty() || status != 204 {
-        out.push_str(&format!("Content-Type: {content_type}\r\n"));
-    }
-    out.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
+    http::response(status, content_type, headers, body, false)
 }
 
 fn text(status: u16, body: &str) -> Reply {
@@ -568,7 +473,7 @@ fn handle(shared: &Shared, request: Request) -> Reply {
     let mut state = shared.state();
     state.requests.push(RecordedRequest {
         method: request.method.clone(),
-        path: request.path.clone(),
+        path: request.target.clone(),
         headers: request.headers.clone(),
         body: String::from_utf8_lossy(&request.body).into_owned(),
     });
@@ -595,7 +500,7 @@ fn handle(shared: &Shared, request: Request) -> Reply {
             };
         }
     }
-    let path = request.path.split('?').next().unwrap_or("");
+    let path = request.target.split('?').next().unwrap_or("");
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (request.method.as_str(), segments.as_slice()) {
         ("POST", ["v1", "statement"]) => {
