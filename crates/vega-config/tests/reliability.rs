@@ -21,74 +21,13 @@ use vega_config::{
 const WORKDIR: &str = "/srv/vega";
 
 /// Seed §17.2, verbatim.
-const SEED_LOAD_BALANCER: &str = r#"
-load_balancer:
-  algorithm: "least_connections"  # round_robin | least_connections | ip_hash
-
-  health_check:
-    path: "/health"
-    interval: 5s
-    timeout: 2s
-    healthy_threshold: 2
-    unhealthy_threshold: 3
-
-  sticky_session:
-    enabled: false  # 无状态设计，无需会话粘滞
-
-  backends:
-    - address: "gateway-1:8080"
-      weight: 100
-    - address: "gateway-2:8080"
-      weight: 100
-    - address: "gateway-3:8080"
-      weight: 100
-"#;
+const SEED_LOAD_BALANCER: &str = include_str!("seed/load_balancer.yaml");
 
 /// Seed §17.3, verbatim.
-const SEED_SERVICE_DISCOVERY: &str = r#"
-service_discovery:
-  provider: "consul"  # consul | etcd | kubernetes
-
-  registration:
-    service_name: "vega-gateway"
-    health_check:
-      http: "http://localhost:8080/health"
-      interval: 10s
-    tags:
-      - "api"
-      - "v2"
-
-  discovery:
-    services:
-      - name: "vega-worker"
-        load_balance: "round_robin"
-      - name: "embedding-service"
-        load_balance: "least_connections"
-"#;
+const SEED_SERVICE_DISCOVERY: &str = include_str!("seed/service_discovery.yaml");
 
 /// Seed §17.4, verbatim.
-const SEED_CIRCUIT_BREAKER: &str = r#"
-circuit_breaker:
-  # 全局配置
-  default:
-    failure_rate_threshold: 50      # 失败率阈值
-    slow_call_rate_threshold: 80    # 慢调用率阈值
-    slow_call_duration: 5s          # 慢调用定义
-    minimum_calls: 10               # 最小调用数
-    sliding_window_size: 100        # 滑动窗口大小
-    wait_duration_in_open: 30s      # 熔断等待时间
-    permitted_calls_in_half_open: 5 # 半开状态允许调用数
-
-  # 特定服务配置
-  services:
-    embedding_service:
-      failure_rate_threshold: 30    # Embedding 服务更敏感
-      fallback: "skip_embedding"    # 降级策略
-
-    trino:
-      failure_rate_threshold: 40
-      fallback: "route_to_duckdb"   # 回退到 DuckDB
-"#;
+const SEED_CIRCUIT_BREAKER: &str = include_str!("seed/circuit_breaker.yaml");
 
 fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
     vars.iter()

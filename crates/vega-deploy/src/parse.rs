@@ -219,28 +219,7 @@ mod tests {
     use vega_config::HumanDuration;
 
     /// Seed `operations-and-reliability.md` §17.2, verbatim.
-    const SEED_BLOCK: &str = r#"
-load_balancer:
-  algorithm: "least_connections"  # round_robin | least_connections | ip_hash
-
-  health_check:
-    path: "/health"
-    interval: 5s
-    timeout: 2s
-    healthy_threshold: 2
-    unhealthy_threshold: 3
-
-  sticky_session:
-    enabled: false  # 无状态设计，无需会话粘滞
-
-  backends:
-    - address: "gateway-1:8080"
-      weight: 100
-    - address: "gateway-2:8080"
-      weight: 100
-    - address: "gateway-3:8080"
-      weight: 100
-"#;
+    const SEED_BLOCK: &str = include_str!("../../vega-config/tests/seed/load_balancer.yaml");
 
     fn problems(text: &str) -> Vec<String> {
         parse_load_balancer(text)
