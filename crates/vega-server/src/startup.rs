@@ -356,9 +356,11 @@ pub async fn start(config: &Config, options: StartOptions) -> Result<RunningServ
     sync.set_guards(Arc::new(
         vega_sync::SourceGuards::new(
             breakers.registry().clone(),
+            // A sync waits for its connection's slot (holding no worker)
+            // as long as it may run at all.
             vega_resilience::BulkheadSettings {
                 max_concurrent: config.resilience.bulkhead.per_connection as u32,
-                max_wait: config.resilience.bulkhead.max_wait.into(),
+                max_wait: config.sync.job_timeout.into(),
             },
             vega_resilience::RetryBudgetSettings {
                 budget_percent: config.resilience.retry.budget_percent.value(),

@@ -1,10 +1,11 @@
 //! What stands between a sync job and its source: the connection's
 //! circuit breaker and its bulkhead.
 //!
-//! Every attempt of a job takes a slot of the connection's bulkhead (at
-//! most `resilience.bulkhead.per_connection` attempts read one connection
-//! at once, so one slow source cannot hold every sync worker) and a permit
-//! of the connection's breaker (named after the connection, so
+//! Every job takes a slot of its connection's bulkhead before it takes a
+//! sync worker (at most `resilience.bulkhead.per_connection` jobs read one
+//! connection at once; the others wait for the connection without holding
+//! a worker, so one slow source cannot hold every sync worker), and every
+//! attempt a permit of the connection's breaker (named after the connection, so
 //! `circuit_breaker.services.<connection name>` tunes it). An open breaker
 //! fails the job at once, saying so, without touching the source; the
 //! attempt's outcome is recorded — a connector error is a failure, a
@@ -44,9 +45,9 @@ impl std::fmt::Debug for SourceGuards {
     }
 }
 
-/// An attempt's hold on its connection: release it with the outcome.
+/// An attempt's permit of its connection's breaker: release it with the
+/// outcome.
 pub(crate) struct Entered {
-    _slot: BulkheadPermit,
     permit: Permit,
     ticker: Arc<dyn Ticker>,
     started: std::time::Duration,
@@ -105,17 +106,20 @@ impl SourceGuards {
             .clone()
     }
 
-    /// Takes a bulkhead slot and a breaker permit for an attempt on
-    /// connection `name`.
-    pub(crate) async fn enter(&self, name: &str) -> Result<Entered, SyncError> {
-        let slot = self
-            .bulkhead(name)
+    /// A slot of connection `name`'s bulkhead, for a whole job (waiting up
+    /// to the bulkhead's `max_wait`).
+    pub(crate) async fn connection_slot(&self, name: &str) -> Result<BulkheadPermit, SyncError> {
+        self.bulkhead(name)
             .acquire()
             .await
             .map_err(|full| SyncError::Bulkhead {
                 connection: name.to_string(),
                 max_concurrent: full.max_concurrent,
-            })?;
+            })
+    }
+
+    /// A breaker permit for an attempt on connection `name`.
+    pub(crate) async fn enter(&self, name: &str) -> Result<Entered, SyncError> {
         let permit = self
             .breakers
             .get_or_create(name)
@@ -127,7 +131,6 @@ impl SourceGuards {
             })?;
         self.budget.record_request();
         Ok(Entered {
-            _slot: slot,
             permit,
             ticker: self.ticker.clone(),
             started: self.ticker.now(),

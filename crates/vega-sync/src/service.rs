@@ -538,8 +538,18 @@ impl SyncService {
     /// Runs a started job, with retries, to its end and records the outcome.
     async fn run_job(&self, asset: Asset, job: Job, mode: SyncMode, cancel: Arc<AtomicBool>) {
         let started = Instant::now();
+        // The connection's bulkhead first: a job waiting for its (busy)
+        // connection holds no sync worker.
+        let connection_slot = match self.guards.get() {
+            Some(guards) => match self.catalog.get_connection(&asset.connection_id).await {
+                Ok(c) => guards.connection_slot(&c.name).await.map(Some),
+                Err(e) => Err(e.into()),
+            },
+            None => Ok(None),
+        };
         let _slot = self.slots.clone().acquire_owned().await;
         let attempts = async {
+            let _connection_slot = connection_slot?;
             let mut attempt = 1u32;
             loop {
                 let result = self

@@ -197,3 +197,61 @@ fn a_broker_that_keeps_refusing_opens_its_connections_breaker() {
     assert_eq!(breaker["state"], "open", "{breaker}");
     assert_eq!(breaker["failed_calls"], 2, "{breaker}");
 }
+
+/// A slow source cannot hold every sync worker: with one slot per
+/// connection, a second sync of the slow connection waits for it without
+/// a worker, and a sync of another source runs meanwhile.
+#[test]
+fn a_slow_source_leaves_a_sync_worker_for_the_others() {
+    let pg = vega_testkit::postgres::TestPostgres::start();
+    let src = SourceDir::new();
+    src.write("t.csv", "a\n1\n");
+    let vega = TestServer::start_with(Options {
+        env: vec![("PG_TEST_PASSWORD".into(), pg.password().to_string())],
+        extra_yaml:
+            "sync:\n  max_concurrent_jobs: 2\nresilience:\n  bulkhead:\n    per_connection: 1\n"
+                .into(),
+        allowed_roots: vec![src.path()],
+        ..Options::default()
+    });
+    let r = vega.post(
+        "/api/v1/connections",
+        &json!({ "name": "slow-pg", "type": "postgres", "params": {
+            "host": pg.host(), "port": pg.port(), "database": pg.database(), "user": pg.user(),
+            "password": { "env": "PG_TEST_PASSWORD" } } }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pg_con = r.json()["id"].as_str().unwrap().to_string();
+    let slow = "SELECT g AS x FROM generate_series(1, 3) g CROSS JOIN (SELECT pg_sleep(4)) s";
+    let slow_a = vega.asset(&pg_con, "plant", "slow_a", json!({ "query": slow }));
+    let slow_b = vega.asset(&pg_con, "plant", "slow_b", json!({ "query": slow }));
+    let files = vega.file_connection("files", &src.path());
+    let quick = vega.asset(&files, "s", "quick", json!({ "path": "t.csv" }));
+    let start = |asset: &str| {
+        let r = vega.post(&format!("/api/v1/assets/{asset}/sync"), &json!({}));
+        assert_eq!(r.status, 202, "{}", r.text);
+        r.json()["id"].as_str().unwrap().to_string()
+    };
+    let (a, b) = (start(&slow_a), start(&slow_b));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let q = start(&quick);
+    let quick_job = vega.wait_job(&q);
+    assert_eq!(quick_job["state"], "succeeded", "{quick_job}");
+    let a_job = vega.wait_job(&a);
+    let b_job = vega.wait_job(&b);
+    assert_eq!(a_job["state"], "succeeded", "{a_job}");
+    assert_eq!(b_job["state"], "succeeded", "{b_job}");
+    // The quick sync did not wait for a slow one to free a worker: it
+    // ended before the first slow sync did, and the second slow sync only
+    // read its connection after the first.
+    let at = |j: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(j["finished_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(at(&quick_job) < at(&a_job), "{quick_job}\n{a_job}");
+    // The source sleeps 4 s per read: after the first ended, the second
+    // still needed its whole read.
+    assert!(
+        at(&b_job) - at(&a_job) >= chrono::Duration::seconds(3),
+        "the slow syncs overlapped:\n{a_job}\n{b_job}"
+    );
+}
