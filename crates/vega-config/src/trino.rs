@@ -130,6 +130,9 @@ pub struct TrinoConfig {
     /// (`namespace.name`) go to Trino whatever their size: the per-asset
     /// setting.
     pub assets: Vec<String>,
+    /// A PEM file of CA certificates trusted for `https` coordinators, on
+    /// top of the public roots (a private CA). Read at start.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for TrinoConfig {
@@ -149,6 +152,7 @@ impl Default for TrinoConfig {
             query_timeout: DEFAULT_TRINO_QUERY_TIMEOUT,
             size_threshold: DEFAULT_TRINO_SIZE_THRESHOLD,
             assets: Vec::new(),
+            ca_file: None,
         }
     }
 }

@@ -128,11 +128,24 @@ pub struct HttpHealthChecker {
     client: reqwest::Client,
 }
 
-impl Default for HttpHealthChecker {
-    fn default() -> Self {
-        HttpHealthChecker {
-            client: reqwest::Client::new(),
+impl HttpHealthChecker {
+    /// A checker trusting the CA certificates of `ca_file` (PEM) on top of
+    /// the public roots, as the queries do.
+    pub fn new(ca_file: Option<&std::path::Path>) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("reading the CA file {}: {e}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("the CA file {}: {e}", path.display()))?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
         }
+        let client = builder
+            .build()
+            .map_err(|e| format!("building the health checks' HTTP client: {e}"))?;
+        Ok(HttpHealthChecker { client })
     }
 }
 
@@ -192,10 +205,9 @@ impl TrinoEngine {
             .collect();
         let pool = ServicePool::new("trino", backends, settings, ticker.clone())
             .map_err(|e| format!("query.trino: {e}"))?;
-        let checks = vega_resilience::spawn_health_checks(
-            pool.clone(),
-            Arc::new(HttpHealthChecker::default()),
-        );
+        let checker = HttpHealthChecker::new(config.ca_file.as_deref())
+            .map_err(|e| format!("query.trino.ca_file: {e}"))?;
+        let checks = vega_resilience::spawn_health_checks(pool.clone(), Arc::new(checker));
         let mut base = vega_trino::TrinoConfig::new(String::new(), config.user.clone());
         base.source = config.source.clone();
         base.catalog = config.catalog.clone();
@@ -205,6 +217,7 @@ impl TrinoEngine {
         base.connect_timeout = config.connect_timeout.into();
         base.request_timeout = config.request_timeout.into();
         base.query_timeout = config.query_timeout.into();
+        base.ca_file = config.ca_file.clone();
         base.auth = match (&config.auth.basic, &config.auth.bearer) {
             (Some(basic), _) => vega_trino::TrinoAuth::Basic {
                 user: basic.user.clone(),
@@ -215,6 +228,12 @@ impl TrinoEngine {
             },
             (None, None) => vega_trino::TrinoAuth::None,
         };
+        // A bad CA file (or URL) stops the start rather than every query.
+        for coordinator in &config.coordinators {
+            let mut probe = base.clone();
+            probe.coordinator = coordinator.clone();
+            vega_trino::TrinoClient::new(probe).map_err(|e| format!("query.trino: {e}"))?;
+        }
         Ok(TrinoEngine {
             base,
             pool,

@@ -14,4 +14,5 @@ pub mod postgres;
 pub mod proxy;
 pub mod replication;
 pub mod s3;
+pub mod tls;
 pub mod trino;

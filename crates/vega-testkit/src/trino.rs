@@ -284,10 +284,19 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
-    base_url: String,
+    /// The URL the server names in `nextUri`/`infoUri` (its own, or a
+    /// front's, see [`TrinoTestServer::set_public_url`]).
+    base_url: Mutex<String>,
 }
 
 impl Shared {
+    fn public_url(&self) -> String {
+        self.base_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -316,7 +325,7 @@ impl TrinoTestServer {
                 next_query: 1,
             }),
             stop: AtomicBool::new(false),
-            base_url: format!("http://{addr}"),
+            base_url: Mutex::new(format!("http://{addr}")),
         });
         let s = shared.clone();
         thread::spawn(move || {
@@ -332,9 +341,21 @@ impl TrinoTestServer {
         TrinoTestServer { addr, shared }
     }
 
-    /// `http://127.0.0.1:<port>`, the coordinator URL.
+    /// The coordinator URL: `http://127.0.0.1:<port>`, or the URL given
+    /// to [`set_public_url`](Self::set_public_url).
     pub fn url(&self) -> String {
-        self.shared.base_url.clone()
+        self.shared.public_url()
+    }
+
+    /// Names `url` (a TLS front's, say) instead of the server's own in
+    /// every `nextUri` and `infoUri`, as a coordinator behind a proxy with
+    /// its external URL configured does.
+    pub fn set_public_url(&self, url: &str) {
+        *self
+            .shared
+            .base_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = url.trim_end_matches('/').to_string();
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -517,7 +538,7 @@ fn handle(shared: &Shared, request: Request) -> Reply {
             let Some(query) = state.queries.get_mut(&id) else {
                 return text(404, "Query not found");
             };
-            let (document, headers) = render(query, 0, &shared.base_url);
+            let (document, headers) = render(query, 0, &shared.public_url());
             page_reply(query, 0, document, headers, Duration::ZERO)
         }
         ("GET", ["v1", "statement", "queued" | "executing", id, slug, token]) => {
@@ -532,9 +553,9 @@ fn handle(shared: &Shared, request: Request) -> Reply {
             }
             let delay = query.script.delay_per_page;
             let (document, headers) = if query.cancelled {
-                (cancelled_document(query, &shared.base_url), Vec::new())
+                (cancelled_document(query, &shared.public_url()), Vec::new())
             } else {
-                render(query, page, &shared.base_url)
+                render(query, page, &shared.public_url())
             };
             page_reply(query, page, document, headers, delay)
         }

@@ -206,8 +206,28 @@ impl TrinoClient {
             insert(&mut statement_headers, protocol::HEADER_CLIENT_INFO, info)?;
         }
 
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
+        let mut builder = reqwest::Client::builder().connect_timeout(config.connect_timeout);
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                TrinoError::Config(format!("reading the CA file {}: {e}", path.display()))
+            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                TrinoError::Config(format!(
+                    "the CA file {} holds no PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            if certificates.is_empty() {
+                return Err(TrinoError::Config(format!(
+                    "the CA file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| TrinoError::Config(format!("building the HTTP client: {e}")))?;
         Ok(TrinoClient {

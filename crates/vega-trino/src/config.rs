@@ -108,6 +108,9 @@ pub struct TrinoConfig {
     pub query_timeout: Duration,
     /// Rows kept before the query is cancelled and the result truncated.
     pub max_rows: usize,
+    /// A PEM file of CA certificates trusted for `https` coordinators, on
+    /// top of the public roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl TrinoConfig {
@@ -127,6 +130,7 @@ impl TrinoConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             max_rows: DEFAULT_MAX_ROWS,
+            ca_file: None,
         }
     }
 }

@@ -650,3 +650,45 @@ async fn session_changes_are_reported() {
     assert_eq!(result.update_type.as_deref(), Some("SET SESSION"));
     assert!(result.rows.is_empty());
 }
+
+/// An `https` coordinator whose certificate a private CA signed: trusted
+/// through `ca_file`, every page fetched over TLS; without it, the
+/// certificate is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_coordinator_is_trusted_through_its_ca_file() {
+    let server = TrinoTestServer::start();
+    let front = vega_testkit::tls::TlsFront::start(server.addr());
+    server.set_public_url(&front.url());
+    server.script(
+        "SELECT id, label FROM numbers",
+        Script {
+            pages: 3,
+            ..Script::rows(NUMBER_COLUMNS, numbers(6))
+        },
+    );
+    let mut trusted = TrinoConfig::new(front.url(), "alice");
+    trusted.ca_file = Some(front.ca_file());
+    let result = run(&client(trusted), "SELECT id, label FROM numbers")
+        .await
+        .expect("the query over TLS");
+    assert_eq!(result.rows.len(), 6);
+    assert!(
+        gets(&server.requests()).len() >= 3,
+        "pages fetched over the front"
+    );
+
+    let untrusted = TrinoConfig::new(front.url(), "alice");
+    let error = run(&client(untrusted), "SELECT id, label FROM numbers")
+        .await
+        .unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+
+    let mut missing = TrinoConfig::new(front.url(), "alice");
+    missing.ca_file = Some(std::path::PathBuf::from("/nonexistent/ca.pem"));
+    match TrinoClient::new(missing) {
+        Err(TrinoError::Config(message)) => {
+            assert!(message.contains("/nonexistent/ca.pem"), "{message}")
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}

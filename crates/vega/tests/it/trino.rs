@@ -284,3 +284,63 @@ fn auto_sends_the_assets_listed_for_trino_to_trino() {
         (json!([[1]]), Some("duckdb"))
     );
 }
+
+/// An `https` coordinator signed by a private CA, trusted through
+/// `query.trino.ca_file`; a CA file that cannot be read stops the start.
+#[test]
+fn an_https_coordinator_with_a_private_ca_answers() {
+    let trino = TrinoTestServer::start();
+    let front = vega_testkit::tls::TlsFront::start(trino.addr());
+    trino.set_public_url(&front.url());
+    let src = SourceDir::new();
+    src.write("t.csv", "a\n1\n");
+    let vega = TestServer::start_with(Options {
+        extra_yaml: format!(
+            "query:\n  trino:\n    coordinators: [\"{}\"]\n    ca_file: \"{}\"\n    health_check:\n      interval: 200ms\n      timeout: 150ms\n",
+            front.url(),
+            front.ca_file().display()
+        ),
+        allowed_roots: vec![src.path()],
+        ..Options::default()
+    });
+    let con = vega.file_connection("files", &src.path());
+    let asset = vega.asset(&con, "s", "t", json!({ "path": "t.csv" }));
+    assert_eq!(vega.sync(&asset)["state"], "succeeded");
+    let sql = "SELECT count(*) AS n FROM s.t";
+    trino.script(
+        sql,
+        Script::rows(&[("n", "bigint")], vec![vec![json!(900)]]),
+    );
+    // Several health checks over TLS have run: they trust the CA too, so
+    // the coordinator stays in the pool.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (status, body, engine, fallback) = query(&vega, sql, "trino");
+    assert_eq!(fallback, None, "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["rows"].clone(), engine.as_deref()),
+        (json!([[900]]), Some("trino"))
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vega.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir: \"{}\"\napi:\n  listen: 127.0.0.1:0\nops:\n  listen: 127.0.0.1:0\nquery:\n  trino:\n    coordinators: [\"{}\"]\n    ca_file: /nonexistent/ca.pem\n",
+            dir.path().join("data").display(),
+            front.url()
+        ),
+    )
+    .unwrap();
+    let out = crate::server::vega_command()
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
