@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod haproxy;
 mod http;
 pub mod influxdb;
+mod logs;
 pub mod mosquitto;
 pub mod ports;
 pub mod postgres;
