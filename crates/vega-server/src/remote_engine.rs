@@ -134,11 +134,7 @@ impl HttpHealthChecker {
     pub fn new(ca_file: Option<&std::path::Path>) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder();
         if let Some(path) = ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("reading the CA file {}: {e}", path.display()))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("the CA file {}: {e}", path.display()))?;
-            for certificate in certificates {
+            for certificate in vega_trino::load_ca_file(path).map_err(|e| e.to_string())? {
                 builder = builder.add_root_certificate(certificate);
             }
         }

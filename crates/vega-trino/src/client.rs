@@ -123,6 +123,26 @@ fn insert(map: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), Tr
     Ok(())
 }
 
+/// The CA certificates of a PEM file, to trust for `https` coordinators
+/// (the client's `ca_file`; also for anything else that talks to them,
+/// such as health checks).
+pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, TrinoError> {
+    let no_certificate = |detail: String| {
+        TrinoError::Config(format!(
+            "the CA file {} holds no PEM certificate{detail}",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| TrinoError::Config(format!("reading the CA file {}: {e}", path.display())))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| no_certificate(format!(": {e}")))?;
+    if certificates.is_empty() {
+        return Err(no_certificate(String::new()));
+    }
+    Ok(certificates)
+}
+
 impl TrinoClient {
     /// Checks the configuration and builds the HTTP client.
     pub fn new(config: TrinoConfig) -> Result<Self, TrinoError> {
@@ -208,22 +228,7 @@ impl TrinoClient {
 
         let mut builder = reqwest::Client::builder().connect_timeout(config.connect_timeout);
         if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                TrinoError::Config(format!("reading the CA file {}: {e}", path.display()))
-            })?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                TrinoError::Config(format!(
-                    "the CA file {} holds no PEM certificate: {e}",
-                    path.display()
-                ))
-            })?;
-            if certificates.is_empty() {
-                return Err(TrinoError::Config(format!(
-                    "the CA file {} holds no PEM certificate",
-                    path.display()
-                )));
-            }
-            for certificate in certificates {
+            for certificate in load_ca_file(path)? {
                 builder = builder.add_root_certificate(certificate);
             }
         }
